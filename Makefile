@@ -1,0 +1,40 @@
+# Two commands set everything up on a fresh machine: `make test` and `make bench`.
+PYTHON ?= python3
+PIP = $(PYTHON) -m pip
+STAMPS = build/stamps
+EXT_SOURCES = setup.py $(shell find csrc -name '*.cpp' -o -name '*.h')
+
+.PHONY: all deps build test test-py test-cpp bench bench-quick clean
+
+all: build
+
+deps: $(STAMPS)/deps
+$(STAMPS)/deps: requirements-dev.txt
+	$(PIP) install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@mkdir -p $(STAMPS) && touch $@
+
+# The extension builds in place (python/ferry/_C*.so) with ninja, incrementally.
+build: $(STAMPS)/ext
+$(STAMPS)/ext: $(STAMPS)/deps $(EXT_SOURCES)
+	MAX_JOBS=$${MAX_JOBS:-$$(nproc)} $(PYTHON) setup.py --quiet build_ext --inplace
+	@mkdir -p $(STAMPS) && touch $@
+
+# The torch-free C++ core's unit tests, through CMake and ctest.
+test-cpp: $(STAMPS)/deps
+	cmake -S . -B build/cmake -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFERRY_BUILD_TESTS=ON >/dev/null
+	cmake --build build/cmake
+	ctest --test-dir build/cmake --output-on-failure
+
+test-py: build
+	$(PYTHON) -m pytest
+
+test: test-cpp test-py
+
+bench: build
+	PYTHONPATH=python $(PYTHON) benchmarks/bench_native.py
+
+bench-quick: build
+	PYTHONPATH=python $(PYTHON) benchmarks/bench_native.py --quick
+
+clean:
+	rm -rf build python/ferry/_C*.so

@@ -1,0 +1,7 @@
+#include "register.h"
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "ferry's C++ core: staging ring, native gather, transfers";
+  ferry::register_backend(m);
+  ferry::register_gather(m);
+}

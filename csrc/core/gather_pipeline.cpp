@@ -1,0 +1,166 @@
+#include "gather_pipeline.h"
+
+#include <chrono>
+
+#include "check.h"
+
+namespace ferry {
+namespace {
+constexpr int64_t kAlign = 64;
+// Rows copied between two looks at the stop flag: small enough that close() is prompt
+// even over slow (disk-backed) arrays, large enough to cost nothing.
+constexpr int64_t kRowsPerStopCheck = 64;
+
+int64_t align_up(int64_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+}  // namespace
+
+BatchLayout BatchLayout::make(const std::vector<int64_t>& row_bytes, int64_t rows) {
+  BatchLayout layout;
+  layout.offsets.reserve(row_bytes.size());
+  for (int64_t rb : row_bytes) {
+    layout.offsets.push_back(layout.total_bytes);
+    layout.total_bytes = align_up(layout.total_bytes + rb * rows);
+  }
+  return layout;
+}
+
+GatherPipeline::GatherPipeline(IndexPlan plan, std::vector<std::vector<StridedArray>> leaves,
+                               size_t num_threads, size_t max_in_flight,
+                               std::shared_ptr<StagingRing> ring, bool in_order)
+    : plan_(std::move(plan)),
+      leaves_(std::move(leaves)),
+      num_threads_(num_threads),
+      max_in_flight_(max_in_flight),
+      ring_(std::move(ring)),
+      in_order_(in_order) {
+  FERRY_CHECK(!leaves_.empty(), "the native gather needs at least one leaf");
+  FERRY_CHECK(ring_ != nullptr, "the native gather needs a staging ring");
+  FERRY_CHECK(max_in_flight_ > 0, "max_in_flight must be positive");
+  for (const auto& col : leaves_.front()) row_bytes_.push_back(col.row_bytes());
+  for (const auto& leaf : leaves_) {
+    FERRY_CHECK(leaf.size() == row_bytes_.size(), "leaves have different numbers of columns");
+    for (size_t c = 0; c < leaf.size(); ++c) {
+      FERRY_CHECK(leaf[c].row_bytes() == row_bytes_[c], "column ", c,
+                  " has rows of different sizes in different leaves");
+    }
+  }
+  pool_ = std::make_unique<ThreadPool>(num_threads, max_in_flight);
+}
+
+GatherPipeline::~GatherPipeline() { close(); }
+
+int64_t GatherPipeline::submit(std::vector<int64_t> indices) {
+  int64_t seq;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    FERRY_CHECK(!closed_, "the native gather is closed");
+    FERRY_CHECK(submitted_ - taken_ < static_cast<int64_t>(max_in_flight_),
+                "more than ", max_in_flight_, " batches in flight");
+    seq = submitted_++;
+  }
+  const bool queued = pool_->submit(
+      [this, seq, indices = std::move(indices)] { gather(seq, indices); });
+  FERRY_CHECK(queued, "the native gather is closed");
+  return seq;
+}
+
+void GatherPipeline::gather(int64_t seq, const std::vector<int64_t>& indices) {
+  Batch batch;
+  batch.seq = seq;
+  batch.rows = static_cast<int64_t>(indices.size());
+  try {
+    std::vector<RowRef> refs(indices.size());
+    for (size_t i = 0; i < indices.size(); ++i) {
+      if (!plan_.resolve(indices[i], &refs[i])) {
+        batch.rejected_position = static_cast<int64_t>(i);
+        finish(std::move(batch));
+        return;
+      }
+    }
+    if (indices.empty()) {  // default_collate([]) raises in torch
+      batch.rejected_position = 0;
+      finish(std::move(batch));
+      return;
+    }
+    batch.layout = BatchLayout::make(row_bytes_, batch.rows);
+    batch.buffer = ring_->acquire(static_cast<size_t>(batch.layout.total_bytes));
+    uint8_t* base = batch.buffer->data();
+    for (size_t c = 0; c < row_bytes_.size(); ++c) {
+      uint8_t* dst = base + batch.layout.offsets[c];
+      const int64_t rb = row_bytes_[c];
+      for (int64_t i = 0; i < batch.rows; ++i) {
+        if (i % kRowsPerStopCheck == 0 && stopping_.load(std::memory_order_relaxed)) {
+          ring_->release(batch.buffer.get());
+          return;  // nobody waits for it any more
+        }
+        const RowRef& r = refs[i];
+        leaves_[r.leaf][c].copy_row(r.row, dst + i * rb);
+      }
+    }
+  } catch (const std::exception& e) {
+    if (batch.buffer) ring_->release(batch.buffer.get());
+    batch.buffer.reset();
+    batch.error = e.what();
+  }
+  finish(std::move(batch));
+}
+
+void GatherPipeline::finish(Batch batch) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (closed_) {
+      if (batch.buffer) ring_->release(batch.buffer.get());
+      return;
+    }
+    const int64_t seq = batch.seq;
+    ready_.emplace(seq, std::move(batch));
+  }
+  ready_cv_.notify_all();
+}
+
+std::optional<Batch> GatherPipeline::next(double timeout_s) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  FERRY_CHECK(!closed_, "the native gather is closed");
+  FERRY_CHECK(taken_ < submitted_, "next() called with no batch in flight");
+  auto have_one = [&] {
+    return closed_ || (in_order_ ? ready_.count(next_seq_) > 0 : !ready_.empty());
+  };
+  if (timeout_s > 0) {
+    const auto deadline =
+        std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+    if (!ready_cv_.wait_until(lock, deadline, have_one)) return std::nullopt;
+  } else {
+    ready_cv_.wait(lock, have_one);
+  }
+  FERRY_CHECK(!closed_, "the native gather was closed while waiting for a batch");
+  auto it = in_order_ ? ready_.find(next_seq_) : ready_.begin();
+  Batch batch = std::move(it->second);
+  ready_.erase(it);
+  ++taken_;
+  if (in_order_) ++next_seq_;
+  return batch;
+}
+
+void GatherPipeline::release(const Batch& batch) {
+  if (batch.buffer) ring_->release(batch.buffer.get());
+}
+
+void GatherPipeline::close() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (closed_) return;
+    closed_ = true;
+    for (auto& [seq, batch] : ready_) release(batch);
+    ready_.clear();
+  }
+  stopping_.store(true);
+  ready_cv_.notify_all();
+  pool_->shutdown();
+}
+
+int64_t GatherPipeline::in_flight() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return submitted_ - taken_;
+}
+
+}  // namespace ferry

@@ -1,0 +1,59 @@
+// The native gather as torch sees it: columns have dtypes and row shapes, and a batch is
+// handed over as one tensor per column, all views of the batch's staging slot.
+// Not thread-safe: one consumer thread (the iterator's) calls submit/next/close.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "../core/gather_pipeline.h"
+
+namespace ferry {
+
+struct ColumnSpec {
+  at::ScalarType dtype;
+  std::vector<int64_t> row_shape;
+};
+
+struct GatherOptions {
+  size_t num_threads = 1;
+  size_t max_in_flight = 2;
+  bool pinned = false;     // page-locked slots (torch's caching host allocator)
+  bool in_order = true;
+  bool unbatched = false;  // batch_size=None: each "batch" is one sample, no batch dim
+};
+
+struct DeliveredBatch {
+  int64_t seq;
+  std::vector<at::Tensor> columns;  // empty when the batch failed
+  int64_t rejected_position;        // see Batch
+  std::string error;
+};
+
+class GatherLoader {
+ public:
+  GatherLoader(IndexPlan plan, std::vector<std::vector<StridedArray>> leaves,
+               std::vector<ColumnSpec> columns, GatherOptions options);
+
+  int64_t submit(std::vector<int64_t> indices) { return pipeline_->submit(std::move(indices)); }
+  // Blocks without holding the GIL's equivalent of anything: callers release it.
+  std::optional<Batch> wait(double timeout_s) { return pipeline_->next(timeout_s); }
+  // Builds the column tensors of a finished batch and returns its slot's claim.
+  DeliveredBatch deliver(Batch batch);
+  void close() { pipeline_->close(); }
+
+  int64_t in_flight() const { return pipeline_->in_flight(); }
+  const GatherOptions& options() const { return options_; }
+  const StagingRing& ring() const { return *ring_; }
+
+ private:
+  std::vector<ColumnSpec> columns_;
+  GatherOptions options_;
+  std::shared_ptr<StagingRing> ring_;
+  std::unique_ptr<GatherPipeline> pipeline_;
+};
+
+}  // namespace ferry

@@ -1,0 +1,32 @@
+#include "tensor_buffer.h"
+
+#include "../core/check.h"
+
+namespace ferry {
+
+TensorBuffer::TensorBuffer(size_t nbytes, bool pinned)
+    : tensor_(at::empty({static_cast<int64_t>(nbytes)},
+                        at::TensorOptions().dtype(at::kByte).pinned_memory(pinned))) {}
+
+at::Tensor TensorBuffer::view(int64_t byte_offset, at::ScalarType dtype,
+                              at::IntArrayRef sizes) const {
+  const int64_t itemsize = static_cast<int64_t>(c10::elementSize(dtype));
+  FERRY_CHECK(byte_offset % itemsize == 0, "column offset ", byte_offset,
+              " is not aligned to its item size ", itemsize);
+  std::vector<int64_t> strides(sizes.size());
+  int64_t stride = 1;
+  for (size_t d = sizes.size(); d-- > 0;) {
+    strides[d] = stride;
+    stride *= sizes[d];
+  }
+  return at::empty({0}, tensor_.options().dtype(dtype).pinned_memory(false))
+      .set_(tensor_.storage(), byte_offset / itemsize, sizes, strides);
+}
+
+BufferFactory tensor_buffer_factory(bool pinned) {
+  return [pinned](size_t nbytes) -> std::shared_ptr<Buffer> {
+    return std::make_shared<TensorBuffer>(nbytes, pinned);
+  };
+}
+
+}  // namespace ferry

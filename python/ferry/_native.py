@@ -1,0 +1,260 @@
+"""The native gather path: array-backed datasets read by C++ threads, no Python per sample.
+
+A dataset qualifies when it is a TensorDataset or ArrayDataset (or a Subset /
+ConcatDataset of these, nested freely) whose item access is the stock one, and every
+leaf has the same columns (dtype and row shape). `build_plan` compiles such a dataset to
+an index plan plus raw array descriptions; anything else returns None and takes torch's
+path.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import ConcatDataset, Dataset, Subset, TensorDataset
+from torch.utils.data._utils.fetch import _MapDatasetFetcher
+from torch.utils.data.dataloader import _BaseDataLoaderIter
+
+from . import _ext
+from .datasets import ArrayDataset, torch_dtype_of
+
+# (data_ptr, shape, byte_strides, itemsize), as the C++ StridedArray takes it
+ArraySpec = tuple[int, list[int], list[int], int]
+Column = tuple[torch.dtype, list[int]]
+
+
+@dataclass
+class NativePlan:
+    index_plan: Any  # ferry._C.IndexPlan
+    leaves: list[list[ArraySpec]] = field(default_factory=list)
+    columns: list[Column] | None = None
+    owners: list[Any] = field(default_factory=list)  # keep the arrays' memory alive
+
+
+def _uses_stock_item_access(ds: Dataset, base: type) -> bool:
+    cls = type(ds)
+    return (
+        isinstance(ds, base)
+        and cls.__getitem__ is base.__getitem__
+        and getattr(cls, "__getitems__", None) is getattr(base, "__getitems__", None)
+        and cls.__len__ is base.__len__
+    )
+
+
+def _tensor_column(t: torch.Tensor) -> tuple[ArraySpec, Column] | None:
+    if (
+        t.device.type != "cpu"
+        or t.layout != torch.strided
+        or t.requires_grad
+        or t.is_conj()
+        or t.is_neg()
+        or t.is_quantized
+        or t.dim() == 0
+    ):
+        return None
+    size = t.element_size()
+    spec = (t.data_ptr(), list(t.shape), [s * size for s in t.stride()], size)
+    return spec, (t.dtype, list(t.shape[1:]))
+
+
+def _numpy_column(a: np.ndarray) -> tuple[ArraySpec, Column] | None:
+    try:
+        dtype = torch_dtype_of(a.dtype)
+    except TypeError:
+        return None
+    if a.ndim == 0:
+        return None
+    spec = (a.__array_interface__["data"][0], list(a.shape), list(a.strides), a.itemsize)
+    return spec, (dtype, list(a.shape[1:]))
+
+
+def _as_index_list(indices: Any) -> list[int] | None:
+    if isinstance(indices, range):
+        return list(indices)
+    if isinstance(indices, torch.Tensor):
+        ok = indices.dim() == 1 and not indices.is_floating_point() and indices.dtype != torch.bool
+        return indices.tolist() if ok else None
+    if isinstance(indices, np.ndarray):
+        return indices.tolist() if indices.ndim == 1 and indices.dtype.kind in "iu" else None
+    try:
+        out = list(indices)
+    except TypeError:
+        return None
+    if all(type(i) is int for i in out):
+        return out
+    return None
+
+
+def build_plan(dataset: Dataset) -> NativePlan | None:
+    """Compiles `dataset` for the native gather, or None when it does not qualify."""
+    C = _ext.load()
+    plan = NativePlan(C.IndexPlan())
+
+    def visit(ds: Dataset) -> int | None:
+        if _uses_stock_item_access(ds, TensorDataset) or _uses_stock_item_access(ds, ArrayDataset):
+            arrays = ds.tensors if isinstance(ds, TensorDataset) else ds.arrays
+            specs, cols = [], []
+            for a in arrays:
+                made = _tensor_column(a) if isinstance(a, torch.Tensor) else _numpy_column(a)
+                if made is None:
+                    return None
+                specs.append(made[0])
+                cols.append(made[1])
+            if plan.columns is None:
+                plan.columns = cols
+            elif plan.columns != cols:
+                return None  # leaves differ in dtype or row shape: torch decides per batch
+            plan.leaves.append(specs)
+            plan.owners.append(arrays)
+            return plan.index_plan.add_leaf(len(plan.leaves) - 1, len(ds))
+        if _uses_stock_item_access(ds, Subset):
+            child = visit(ds.dataset)
+            indices = _as_index_list(ds.indices) if child is not None else None
+            if indices is None:
+                return None
+            return plan.index_plan.add_subset(child, indices)
+        if _uses_stock_item_access(ds, ConcatDataset):
+            children = [visit(d) for d in ds.datasets]
+            if any(c is None for c in children):
+                return None
+            return plan.index_plan.add_concat(children)
+        return None
+
+    return plan if visit(dataset) is not None else None
+
+
+def default_threads() -> int:
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(4, cpus))
+
+
+class NativeIter(_BaseDataLoaderIter):
+    """Iterates a DataLoader whose dataset compiled to a NativePlan.
+
+    Indices come from the loader's own sampler in the main thread, exactly as torch
+    draws them (torch's base iterator draws the base seed first); C++ threads gather up
+    to `prefetch_factor x threads` batches ahead. A batch torch would reject (an index out
+    of range) is re-fetched through torch's own fetcher, so the error is torch's.
+    """
+
+    path = "native"
+
+    def __init__(self, loader: Any, plan: NativePlan, device: torch.device | None) -> None:
+        super().__init__(loader)
+        C = _ext.load()
+        threads = loader.num_workers or default_threads()
+        self._depth = max(1, (loader.prefetch_factor or 2) * threads)
+        self._device = device if device is not None and device.type != "cpu" else None
+        self._plan = plan
+        self._gather = C.GatherLoader(
+            plan.index_plan,
+            plan.leaves,
+            plan.columns,
+            num_threads=threads,
+            max_in_flight=self._depth,
+            pinned=self._pin_memory or self._device is not None,
+            in_order=loader.in_order or loader.num_workers == 0,
+            unbatched=not self._auto_collation,
+        )
+        self._finalizer = weakref.finalize(self, self._gather.close)
+        # Batches submitted and not yet delivered, in submission order: (seq, indices);
+        # seq is None for a batch whose indices are not plain integers (torch fetches it).
+        self._pending: collections.deque[tuple[int | None, Any]] = collections.deque()
+        self._sampler_done = False
+        self._torch_fetcher = _MapDatasetFetcher(
+            self._dataset, self._auto_collation, self._collate_fn, self._drop_last
+        )
+        if self._num_workers > 0:  # torch's worker iterator also prefetches at creation
+            self._refill()
+
+    def _refill(self) -> None:
+        while not self._sampler_done and len(self._pending) < self._depth:
+            try:
+                index = self._next_index()
+            except StopIteration:
+                self._sampler_done = True
+                break
+            self._pending.append((self._gather.submit(index), index))
+
+    def _next_data(self) -> Any:
+        self._refill()
+        if not self._pending:
+            if not self._persistent_workers:
+                self._shutdown()
+            raise StopIteration
+        seq, index = self._pending[0]
+        if seq is None:
+            self._pending.popleft()
+            return self._torch_fetch(index)
+        got = self._gather.next(float(self._timeout))
+        if got is None:
+            raise RuntimeError(f"DataLoader timed out after {self._timeout} seconds")
+        seq, columns, rejected, error = got
+        index = self._take_pending(seq)
+        if error:
+            raise RuntimeError(
+                f"ferry native gather failed on batch {seq} (sampler indices {index!r}): {error}"
+            )
+        if columns is None:  # torch rejects this batch: let torch raise its own error
+            return self._torch_fetch(index)
+        return self._to_device(columns)
+
+    def _take_pending(self, seq: int) -> Any:
+        if self._pending[0][0] == seq:
+            return self._pending.popleft()[1]
+        for k, (s, index) in enumerate(self._pending):  # in_order=False
+            if s == seq:
+                del self._pending[k]
+                return index
+        raise AssertionError(f"ferry: batch {seq} was never submitted")
+
+    def _torch_fetch(self, index: Any) -> Any:
+        data = self._torch_fetcher.fetch(index)
+        if self._pin_memory and self._device is None:
+            data = torch.utils.data._utils.pin_memory.pin_memory(data, self._pin_memory_device)
+        return self._to_device(data)
+
+    def _to_device(self, data: Any) -> Any:
+        if self._device is None:
+            return data
+        return move_to_device(data, self._device)
+
+    def _reset(self, loader: Any, first_iter: bool = False) -> None:
+        super()._reset(loader, first_iter)
+        # A persistent iterator starts a new epoch: drop what the last one left in flight.
+        while self._pending:
+            seq, _ = self._pending.popleft()
+            if seq is not None:
+                self._gather.next(0.0)
+        self._sampler_done = False
+        if self._num_workers > 0:
+            self._refill()
+
+    def _shutdown(self) -> None:
+        self._finalizer()
+
+    def __del__(self) -> None:
+        self._shutdown()
+
+
+def move_to_device(data: Any, device: torch.device) -> Any:
+    """`data` with every tensor in it copied to `device` (non-blocking from pinned
+    memory), keeping the nesting of dicts, lists, tuples and namedtuples."""
+    if isinstance(data, torch.Tensor):
+        return data.to(device, non_blocking=True)
+    if isinstance(data, dict):
+        return type(data)({k: move_to_device(v, device) for k, v in data.items()})
+    if isinstance(data, tuple) and hasattr(data, "_fields"):
+        return type(data)(*(move_to_device(v, device) for v in data))
+    if isinstance(data, (list, tuple)):
+        return type(data)(move_to_device(v, device) for v in data)
+    return data
