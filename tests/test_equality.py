@@ -1,0 +1,199 @@
+"""ferry yields torch's batches, bit for bit, over random combinations of datasets,
+dtypes, shapes and sampling arguments. The reference is torch's DataLoader, run in the
+test with an equal generator."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch.utils.data import (
+    BatchSampler,
+    ConcatDataset,
+    RandomSampler,
+    SequentialSampler,
+    Subset,
+    SubsetRandomSampler,
+    TensorDataset,
+    WeightedRandomSampler,
+)
+
+import ferry
+from conftest import assert_same_batches
+
+DTYPES = [
+    torch.uint8,
+    torch.int8,
+    torch.int16,
+    torch.int32,
+    torch.int64,
+    torch.float16,
+    torch.bfloat16,
+    torch.float32,
+    torch.float64,
+    torch.complex64,
+    torch.bool,
+]
+ROW_SHAPES = [(), (3,), (2, 3), (1, 4, 1), (3, 5, 2)]
+
+
+def random_tensor(n: int, row_shape: tuple[int, ...], dtype: torch.dtype, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    raw = torch.randint(0, 256, (n, *row_shape), generator=g, dtype=torch.int64)
+    if dtype == torch.bool:
+        return raw % 2 == 1
+    if dtype.is_complex:
+        return torch.complex(raw.float(), -raw.float()).to(dtype)
+    if dtype.is_floating_point:
+        return (raw.double() / 7 - 10).to(dtype)
+    return (raw - 128).to(dtype) if dtype in (torch.int8,) else raw.to(dtype)
+
+
+def make_array(kind: str, n: int, row_shape, dtype, seed: int):
+    """An array of n rows in one of several memory layouts."""
+    t = random_tensor(n, row_shape, dtype, seed)
+    if kind == "contiguous":
+        return t
+    if kind == "strided":  # every other row of a larger tensor, rows transposed
+        big = random_tensor(2 * n, tuple(reversed(row_shape)), dtype, seed)
+        return big[::2].permute(0, *range(len(row_shape), 0, -1))
+    if kind == "numpy":
+        return t.numpy() if dtype != torch.bfloat16 else t
+    if kind == "numpy_reversed":
+        return t.numpy()[::-1] if dtype != torch.bfloat16 else t.flip(0)
+    raise AssertionError(kind)
+
+
+@st.composite
+def datasets(draw):
+    n = draw(st.integers(1, 40))
+    columns = draw(
+        st.lists(st.tuples(st.sampled_from(DTYPES), st.sampled_from(ROW_SHAPES)), min_size=1, max_size=3)
+    )
+    seed = draw(st.integers(0, 2**16))
+
+    def leaf(rows: int, salt: int):
+        kinds = [draw(st.sampled_from(["contiguous", "strided", "numpy", "numpy_reversed"])) for _ in columns]
+        arrays = [make_array(k, rows, s, d, seed + salt + i) for i, (k, (d, s)) in enumerate(zip(kinds, columns))]
+        if all(isinstance(a, torch.Tensor) for a in arrays) and draw(st.booleans()):
+            return TensorDataset(*arrays)
+        return ferry.ArrayDataset(*arrays)
+
+    shape = draw(st.sampled_from(["leaf", "subset", "concat", "nested"]))
+    if shape == "leaf":
+        return leaf(n, 0)
+    if shape == "subset":
+        base = leaf(n, 0)
+        idx = draw(st.lists(st.integers(-n, n - 1), min_size=1, max_size=2 * n))
+        return Subset(base, idx)
+    parts = [leaf(draw(st.integers(1, 12)), 100 * k) for k in range(draw(st.integers(1, 3)))]
+    if shape == "concat":
+        return ConcatDataset(parts)
+    inner = ConcatDataset([Subset(p, list(range(len(p)))[::-1]) for p in parts])
+    return Subset(inner, draw(st.permutations(list(range(len(inner))))))
+
+
+@st.composite
+def loader_args(draw, length: int):
+    mode = draw(st.sampled_from(["batch_size", "batch_sampler", "unbatched", "sampler"]))
+    kw: dict = {}
+    if mode == "batch_size":
+        kw["batch_size"] = draw(st.integers(1, length + 3))
+        kw["shuffle"] = draw(st.booleans())
+        kw["drop_last"] = draw(st.booleans())
+    elif mode == "unbatched":
+        kw["batch_size"] = None
+        kw["shuffle"] = draw(st.booleans())
+    elif mode == "batch_sampler":
+        kw["batch_sampler"] = "make"  # built per loader: it holds the generator
+        kw["_bs"] = (draw(st.integers(1, length + 2)), draw(st.booleans()))
+    else:
+        kw["sampler"] = draw(st.sampled_from(["replacement", "subset", "weighted"]))
+        kw["batch_size"] = draw(st.integers(1, 8))
+    kw["num_workers"] = draw(st.sampled_from([0, 0, 2]))
+    return kw
+
+
+def build(loader_cls, ds, kw: dict, seed: int):
+    kw = dict(kw)
+    g = torch.Generator().manual_seed(seed)
+    n = len(ds)
+    if kw.get("batch_sampler") == "make":
+        bs, drop = kw.pop("_bs")
+        kw["batch_sampler"] = BatchSampler(RandomSampler(ds, generator=g), bs, drop)
+    elif isinstance(kw.get("sampler"), str):
+        which = kw["sampler"]
+        if which == "replacement":
+            kw["sampler"] = RandomSampler(ds, replacement=True, num_samples=n + 5, generator=g)
+        elif which == "subset":
+            kw["sampler"] = SubsetRandomSampler(list(range(0, n, 2)), generator=g)
+        else:
+            kw["sampler"] = WeightedRandomSampler([1.0 + i % 3 for i in range(n)], n, generator=g)
+    return loader_cls(ds, generator=g, **kw)
+
+
+def run_both(ds, kw: dict, seed: int, epochs: int = 1):
+    torch_loader = build(torch.utils.data.DataLoader, ds, kw, seed)
+    ferry_loader = build(ferry.DataLoader, ds, kw, seed)
+    assert len(ferry_loader) == len(torch_loader)
+    for _ in range(epochs):
+        expected = list(torch_loader)
+        it = iter(ferry_loader)
+        assert it.path == "native", "array datasets must take the native path"
+        assert_same_batches(expected, list(it))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_same_batches_as_torch(data):
+    ds = data.draw(datasets())
+    kw = data.draw(loader_args(len(ds)))
+    if kw["num_workers"] and data.draw(st.booleans()):
+        kw["persistent_workers"] = True
+    seed = data.draw(st.integers(0, 2**31))
+    run_both(ds, kw, seed, epochs=2)
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_global_random_state_consumed_as_torch(num_workers):
+    """With no generator, the loader draws from the global RNG, in torch's order and
+    amount: after an epoch both leave the global generator in the same state."""
+    ds = TensorDataset(torch.arange(50), torch.arange(50).float())
+
+    def epoch(cls):
+        torch.manual_seed(1234)
+        batches = list(cls(ds, batch_size=8, shuffle=True, num_workers=num_workers))
+        return batches, torch.rand(3)
+
+    expected, after_torch = epoch(torch.utils.data.DataLoader)
+    got, after_ferry = epoch(ferry.DataLoader)
+    assert_same_batches(expected, got)
+    assert torch.equal(after_torch, after_ferry)
+
+
+def test_memmap_dataset(tmp_path):
+    path = tmp_path / "images.u8"
+    mm = np.memmap(path, dtype=np.uint8, mode="w+", shape=(300, 3, 4, 4))
+    mm[:] = np.random.default_rng(0).integers(0, 256, mm.shape, dtype=np.uint8)
+    mm.flush()
+    ro = np.memmap(path, dtype=np.uint8, mode="r", shape=(300, 3, 4, 4))
+    labels = np.arange(300, dtype=np.int64)
+    ds = ferry.ArrayDataset(ro, labels)
+    run_both(ds, {"batch_size": 32, "shuffle": True, "num_workers": 2}, seed=5)
+
+
+def test_sequential_sampler_and_custom_iterable_sampler():
+    ds = TensorDataset(torch.arange(30).view(10, 3))
+    run_both(ds, {"sampler": SequentialSampler(ds), "batch_size": 4}, seed=0)
+    run_both(ds, {"sampler": [9, -1, 0, -10, 3], "batch_size": 2}, seed=0)
+    run_both(ds, {"batch_sampler": [[1, 2], [-3], [0, 0, 0]]}, seed=0)
+
+
+def test_in_order_false_yields_the_same_batches_in_some_order():
+    ds = TensorDataset(torch.arange(1000), torch.arange(1000) * 2)
+    expected = list(torch.utils.data.DataLoader(ds, batch_size=10))
+    got = list(ferry.DataLoader(ds, batch_size=10, num_workers=2, in_order=False))
+    key = lambda b: b[0][0].item()  # noqa: E731
+    assert_same_batches(sorted(expected, key=key), sorted(got, key=key))
