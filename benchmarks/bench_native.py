@@ -249,7 +249,8 @@ def sampler_config(n: int, settings: Settings) -> Config:
         "reference",
         run,
         run,
-        note="RandomSampler+BatchSampler in Python, no data",
+        note="RandomSampler+BatchSampler in Python, no data; single-threaded pure Python, "
+        "so a large spread here means the machine was busy",
     )
 
 
@@ -446,6 +447,7 @@ def machine_info() -> dict[str, Any]:
         "numpy": np.__version__,
         "ferry": ferry.__version__,
         "ferry_backend": ferry.backend_info(),
+        "loadavg_start": os.getloadavg(),
     }
 
 
@@ -461,6 +463,10 @@ def print_header(info: dict[str, Any], settings: Settings) -> None:
         f"ferry {info['ferry']}"
     )
     print(f"  ferry.backend_info(): {info['ferry_backend']}")
+    print(
+        f"  load average at start: {_loadavg(info['loadavg_start'])} "
+        "(1/5/15 min; other work on the machine skews the figures)"
+    )
     mode = "--quick, " if settings.quick else ""
     print(
         f"  settings: {mode}workloads {','.join(settings.workloads)}, "
@@ -469,6 +475,10 @@ def print_header(info: dict[str, Any], settings: Settings) -> None:
         f"({settings.warmup_batches} batches), time.perf_counter"
     )
     print()
+
+
+def _loadavg(avg: Sequence[float]) -> str:
+    return " ".join(f"{a:.2f}" for a in avg)
 
 
 def print_table(results: Sequence[WorkloadResult]) -> None:
@@ -500,6 +510,11 @@ def w1_summary(res: WorkloadResult) -> dict[str, Any]:
     out: dict[str, Any] = {}
     print(f"{res.name}: {res.title}")
     print(f"  best torch: {torch_best.name}; ceiling: {ceiling.name}")
+    needed = W1_GOAL_VS_TORCH * torch_best.median
+    print(
+        f"  {W1_GOAL_VS_TORCH:.0f}x best torch = {needed:,.0f} samples/s = "
+        f"{100 * needed / ceiling.median:.0f}% of the ceiling on this machine"
+    )
     torch_cfgs = [c for c in res.rows if c.kind == "torch"]
     for f in (c for c in res.rows if c.kind == "ferry"):
         vs_best = f.median / torch_best.median
@@ -647,7 +662,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = {r.name: to_json(r, summaries[r.name](r)) for r in results}
     print_notes(results)
     wall = time.perf_counter() - start
-    print(f"\ntotal wall time {wall:.1f} s")
+    info["loadavg_end"] = os.getloadavg()
+    print(f"\ntotal wall time {wall:.1f} s; load average at end: {_loadavg(info['loadavg_end'])}")
     if args.json:
         doc = {"machine": info, "settings": asdict(settings), "workloads": out, "wall_s": wall}
         args.json.write_text(json.dumps(doc, indent=2, default=str))

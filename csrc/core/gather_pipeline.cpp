@@ -44,6 +44,14 @@ GatherPipeline::GatherPipeline(IndexPlan plan, std::vector<std::vector<StridedAr
                   " has rows of different sizes in different leaves");
     }
   }
+  for (const auto& [leaf, rows] : plan_.leaves()) {
+    FERRY_CHECK(leaf < static_cast<int32_t>(leaves_.size()), "the index plan names leaf ", leaf,
+                " but there are ", leaves_.size(), " leaves");
+    for (const auto& col : leaves_[leaf]) {
+      FERRY_CHECK(col.rows() == rows, "leaf ", leaf, " has ", rows,
+                  " rows in the index plan but an array of ", col.rows());
+    }
+  }
   pool_ = std::make_unique<ThreadPool>(num_threads, max_in_flight);
 }
 
@@ -146,6 +154,7 @@ void GatherPipeline::release(const Batch& batch) {
 }
 
 void GatherPipeline::close() {
+  std::lock_guard<std::mutex> closing(close_mutex_);
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (closed_) return;

@@ -85,6 +85,9 @@ class GatherPipeline {
   const bool in_order_;
 
   std::atomic<bool> stopping_{false};
+  // Held for the whole of close(), so that a second close() (or the destructor's) returns
+  // only once the threads are joined. Never taken together with mutex_ held.
+  std::mutex close_mutex_;
   mutable std::mutex mutex_;
   std::condition_variable ready_cv_;
   std::map<int64_t, Batch> ready_;

@@ -13,7 +13,10 @@ IndexPlan::NodeId IndexPlan::add(Node node) {
 
 IndexPlan::NodeId IndexPlan::add_leaf(int32_t leaf, int64_t rows) {
   FERRY_CHECK(rows >= 0, "negative row count ", rows);
-  Node n{Kind::kLeaf, rows};
+  FERRY_CHECK(leaf >= 0, "negative leaf id ", leaf);
+  Node n;
+  n.kind = Kind::kLeaf;
+  n.length = rows;
   n.leaf = leaf;
   return add(std::move(n));
 }
@@ -21,7 +24,9 @@ IndexPlan::NodeId IndexPlan::add_leaf(int32_t leaf, int64_t rows) {
 IndexPlan::NodeId IndexPlan::add_subset(NodeId child, std::vector<int64_t> indices) {
   FERRY_CHECK(child >= 0 && child < static_cast<NodeId>(nodes_.size()), "unknown child node ",
               child);
-  Node n{Kind::kSubset, static_cast<int64_t>(indices.size())};
+  Node n;
+  n.kind = Kind::kSubset;
+  n.length = static_cast<int64_t>(indices.size());
   n.child = child;
   n.indices = std::move(indices);
   return add(std::move(n));
@@ -29,7 +34,8 @@ IndexPlan::NodeId IndexPlan::add_subset(NodeId child, std::vector<int64_t> indic
 
 IndexPlan::NodeId IndexPlan::add_concat(std::vector<NodeId> children) {
   FERRY_CHECK(!children.empty(), "a concatenation needs at least one child");
-  Node n{Kind::kConcat, 0};
+  Node n;
+  n.kind = Kind::kConcat;
   for (NodeId c : children) {
     FERRY_CHECK(c >= 0 && c < static_cast<NodeId>(nodes_.size()), "unknown child node ", c);
     n.length += nodes_[c].length;
@@ -37,6 +43,14 @@ IndexPlan::NodeId IndexPlan::add_concat(std::vector<NodeId> children) {
   }
   n.children = std::move(children);
   return add(std::move(n));
+}
+
+std::vector<std::pair<int32_t, int64_t>> IndexPlan::leaves() const {
+  std::vector<std::pair<int32_t, int64_t>> out;
+  for (const Node& n : nodes_) {
+    if (n.kind == Kind::kLeaf) out.emplace_back(n.leaf, n.length);
+  }
+  return out;
 }
 
 int64_t IndexPlan::length() const {
@@ -62,7 +76,7 @@ bool IndexPlan::resolve(int64_t index, RowRef* out) const {
         break;
       case Kind::kConcat: {  // bisect_right over cumulative sizes
         if (index < 0) {
-          if (-index > len) return false;
+          if (index < -len) return false;  // written so that INT64_MIN cannot overflow
           index += len;
         }
         if (index >= len) return false;

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 namespace ferry {
@@ -28,6 +29,8 @@ class IndexPlan {
   NodeId add_concat(std::vector<NodeId> children);
 
   int64_t length() const;
+  // (leaf id, rows) of every leaf node, for checking the plan against the arrays.
+  std::vector<std::pair<int32_t, int64_t>> leaves() const;
 
   // False when torch would reject `index` (the caller then lets torch raise its own error).
   bool resolve(int64_t index, RowRef* out) const;
@@ -35,8 +38,8 @@ class IndexPlan {
  private:
   enum class Kind { kLeaf, kSubset, kConcat };
   struct Node {
-    Kind kind;
-    int64_t length;
+    Kind kind = Kind::kLeaf;
+    int64_t length = 0;
     int32_t leaf = -1;                  // kLeaf
     NodeId child = -1;                  // kSubset
     std::vector<int64_t> indices;       // kSubset

@@ -13,37 +13,56 @@ StagingRing::StagingRing(size_t capacity, BufferFactory factory)
 }
 
 std::shared_ptr<Buffer> StagingRing::acquire(size_t nbytes) {
-  std::unique_lock<std::mutex> lock(mutex_);
-  Slot* too_small = nullptr;
-  for (Slot& s : slots_) {
-    if (s.claimed || s.buffer->in_use()) continue;
-    if (s.buffer->size() >= nbytes) {
-      // Whoever last read this memory released it with a release-ordered decrement;
-      // order our coming writes after their reads.
-      std::atomic_thread_fence(std::memory_order_acquire);
-      s.claimed = true;
-      return s.buffer;
+  // Decide under the lock, allocate outside it: an allocation can be slow (page-locked
+  // memory) and must not stall the other threads' acquire() and release().
+  enum class Plan { kNewSlot, kGrowSlot, kUntracked } plan;
+  size_t grow_index = 0;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    bool have_small = false;
+    for (size_t i = 0; i < slots_.size(); ++i) {
+      Slot& s = slots_[i];
+      if (s.claimed || s.buffer->in_use()) continue;
+      if (s.buffer->size() >= nbytes) {
+        // Whoever last read this memory dropped it with a release-ordered decrement;
+        // order our coming writes after their reads.
+        std::atomic_thread_fence(std::memory_order_acquire);
+        s.claimed = true;
+        return s.buffer;
+      }
+      have_small = true;
+      grow_index = i;
     }
-    too_small = &s;
+    if (slots_.size() + allocating_ < capacity_) {
+      plan = Plan::kNewSlot;
+      ++allocating_;
+    } else if (have_small) {
+      plan = Plan::kGrowSlot;
+      slots_[grow_index].claimed = true;  // ours while we grow it
+    } else {
+      plan = Plan::kUntracked;
+      ++untracked_;
+    }
   }
-  if (slots_.size() < capacity_) {
-    auto buffer = factory_(nbytes);
+  std::shared_ptr<Buffer> buffer;
+  try {
+    buffer = factory_(nbytes);
     FERRY_CHECK(buffer && buffer->size() >= nbytes, "buffer factory returned too little memory");
+  } catch (...) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (plan == Plan::kNewSlot) --allocating_;
+    if (plan == Plan::kGrowSlot) slots_[grow_index].claimed = false;
+    throw;
+  }
+  if (plan == Plan::kUntracked) return buffer;
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (plan == Plan::kNewSlot) {
+    --allocating_;
     slots_.push_back({buffer, true});
-    return buffer;
-  }
-  if (too_small != nullptr) {  // a free slot too small for this batch: grow it
+  } else {
     std::atomic_thread_fence(std::memory_order_acquire);
-    too_small->buffer = factory_(nbytes);
-    FERRY_CHECK(too_small->buffer && too_small->buffer->size() >= nbytes,
-                "buffer factory returned too little memory");
-    too_small->claimed = true;
-    return too_small->buffer;
+    slots_[grow_index].buffer = buffer;  // slots are never removed: the index still holds
   }
-  ++untracked_;
-  lock.unlock();
-  auto buffer = factory_(nbytes);
-  FERRY_CHECK(buffer && buffer->size() >= nbytes, "buffer factory returned too little memory");
   return buffer;
 }
 

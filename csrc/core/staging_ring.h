@@ -56,6 +56,7 @@ class StagingRing {
   const BufferFactory factory_;
   mutable std::mutex mutex_;
   std::vector<Slot> slots_;
+  size_t allocating_ = 0;  // new slots being allocated outside the lock
   uint64_t untracked_ = 0;
 };
 

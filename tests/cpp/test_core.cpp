@@ -960,7 +960,9 @@ FERRY_TEST(pool_runs_each_task_exactly_once) {
   EXPECT(eventually([&] { return done.load() == kTasks; }, kPatience), ": ", done.load(),
          " of ", kTasks, " tasks ran");
   pool.shutdown();
-  for (int i = 0; i < kTasks; ++i) REQUIRE(runs[i].load() == 1, ": task ", i, " ran ", runs[i].load(), " times");
+  for (int i = 0; i < kTasks; ++i) {
+    REQUIRE(runs[i].load() == 1, ": task ", i, " ran ", runs[i].load(), " times");
+  }
   EXPECT(met.load(), ": two tasks never ran concurrently");
   EXPECT(ids.size() >= 2u, ": tasks ran on ", ids.size(), " thread(s)");
   EXPECT(ids.count(std::this_thread::get_id()) == 0, ": a task ran on the submitting thread");
@@ -1297,7 +1299,9 @@ FERRY_TEST(plan_random_trees_match_reference) {
       const int64_t n = child->len();
       std::vector<int64_t> idx(static_cast<size_t>(pick(0, 8)));
       // Mostly valid stored indices (either sign), sometimes out of range.
-      for (auto& i : idx) i = pick(0, 9) == 0 ? pick(-n - 2, n + 1) : (n == 0 ? 0 : pick(-n, n - 1));
+      for (auto& i : idx) {
+        i = pick(0, 9) == 0 ? pick(-n - 2, n + 1) : (n == 0 ? 0 : pick(-n, n - 1));
+      }
       return ref_subset(child, idx);
     }
     std::vector<RefPtr> children(static_cast<size_t>(pick(1, 4)));
@@ -1779,13 +1783,14 @@ FERRY_TEST(gather_close_while_gathering_is_prompt) {
 }
 
 FERRY_TEST(gather_close_stops_a_running_batch) {
-  // One batch of 1000 rows waits in the buffer factory; close() is called; then the
-  // factory returns. The gather must stop at its next row block: the tail of the buffer
-  // is never written, and close() waits for the thread.
+  // One batch of 1000 rows waits in the buffer factory (a ring slot being allocated);
+  // close() is called; then the factory returns. The gather must stop at its next row
+  // block (the tail of the buffer is never written, the slot goes back to the ring), and
+  // close() waits for the thread.
   SimpleSource src(1000);
   auto f = std::make_shared<TestFactory>();
   f->block_if = [](size_t) { return true; };
-  auto ring = std::make_shared<StagingRing>(0, factory_of(f));
+  auto ring = std::make_shared<StagingRing>(1, factory_of(f));
   auto p = std::make_unique<GatherPipeline>(src.plan(), src.arrays(), 2, 2, ring, true);
   p->submit(iota_batch(1000));
   REQUIRE(eventually([&] { return f->blocked_now.load() == 1; }));
@@ -1802,6 +1807,10 @@ FERRY_TEST(gather_close_stops_a_running_batch) {
   while (untouched_from > 0 && buffer->data()[untouched_from - 1] == f->fill) --untouched_from;
   EXPECT(untouched_from <= 128u * 64u, ": the gather went on after close() up to byte ",
          untouched_from, " of ", buffer->size());
+  // The stopped batch gave its slot back.
+  const int calls = f->calls.load();
+  EXPECT(ring->acquire(buffer->size()) == buffer, ": the stopped batch kept its slot");
+  EXPECT_EQ(f->calls.load(), calls);
   EXPECT_THROWS(p->submit({0}), "closed");
 }
 
@@ -1880,7 +1889,8 @@ FERRY_TEST(gather_destructor_joins_and_frees_slots) {
   EXPECT_EQ(ring->slots(), 3u);
   const int calls = f->calls.load();
   std::vector<std::shared_ptr<Buffer>> again;
-  for (int k = 0; k < 3; ++k) again.push_back(ring->acquire(static_cast<size_t>(batch_bytes(fx, 2))));
+  const auto small = static_cast<size_t>(batch_bytes(fx, 2));
+  for (int k = 0; k < 3; ++k) again.push_back(ring->acquire(small));
   EXPECT_EQ(f->calls.load(), calls);
   EXPECT_EQ(ring->untracked_allocations(), 0u);
 }
