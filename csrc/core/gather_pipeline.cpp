@@ -11,6 +11,9 @@ constexpr int64_t kAlign = 64;
 // even over slow (disk-backed) arrays, large enough to cost nothing.
 constexpr int64_t kRowsPerStopCheck = 64;
 
+// Rows whose loads are started ahead of the row being copied.
+constexpr int64_t kPrefetchRows = 2;
+
 int64_t align_up(int64_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 }  // namespace
 
@@ -96,10 +99,17 @@ void GatherPipeline::gather(int64_t seq, const std::vector<int64_t>& indices) {
     for (size_t c = 0; c < row_bytes_.size(); ++c) {
       uint8_t* dst = base + batch.layout.offsets[c];
       const int64_t rb = row_bytes_[c];
+      for (int64_t i = 0; i < kPrefetchRows && i < batch.rows; ++i) {
+        leaves_[refs[i].leaf][c].prefetch_row(refs[i].row);
+      }
       for (int64_t i = 0; i < batch.rows; ++i) {
         if (i % kRowsPerStopCheck == 0 && stopping_.load(std::memory_order_relaxed)) {
           ring_->release(batch.buffer.get());
           return;  // nobody waits for it any more
+        }
+        if (i + kPrefetchRows < batch.rows) {
+          const RowRef& ahead = refs[i + kPrefetchRows];
+          leaves_[ahead.leaf][c].prefetch_row(ahead.row);
         }
         const RowRef& r = refs[i];
         leaves_[r.leaf][c].copy_row(r.row, dst + i * rb);

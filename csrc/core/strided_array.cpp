@@ -1,5 +1,6 @@
 #include "strided_array.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "check.h"
@@ -69,6 +70,14 @@ void StridedArray::copy_dims(const uint8_t* src, uint8_t*& dst, size_t dim) cons
     }
   }
   for (int64_t i = 0; i < n; ++i, src += stride) copy_dims(src, dst, dim + 1);
+}
+
+void StridedArray::prefetch_row(int64_t row) const {
+  constexpr int64_t kLine = 64;
+  constexpr int64_t kMaxBytes = 4096;  // beyond that the hardware prefetcher has caught up
+  const uint8_t* src = data_ + row * row_stride_;
+  const int64_t span = contiguous_row_ ? std::min(run_bytes_, kMaxBytes) : kLine;
+  for (int64_t off = 0; off < span; off += kLine) __builtin_prefetch(src + off, 0, 3);
 }
 
 void StridedArray::copy_row(int64_t row, uint8_t* dst) const {
