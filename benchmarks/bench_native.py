@@ -268,6 +268,19 @@ def w1_configs(settings: Settings) -> list[Config]:
         for w in (0, 2)
         for c in (TorchDataLoader, ferry.DataLoader)
     ]
+    # The same shuffled batches as index lists drawn before timing: ferry without the
+    # main thread's share of torch's sampler, to show what that share costs.
+    gen = torch.Generator().manual_seed(settings.seed)
+    drawn = list(BatchSampler(RandomSampler(dataset, generator=gen), settings.batch_size, False))
+    configs.append(
+        loader_config(
+            "ferry nw=2, indices drawn ahead",
+            "reference",
+            lambda: ferry.DataLoader(dataset, batch_sampler=drawn, num_workers=2),
+            settings,
+            note="batch_sampler = a list of the shuffled index batches, made before timing",
+        )
+    )
     pairs = [(images, torch.empty_like(images)), (labels, torch.empty_like(labels))]
     copy = in_threads(torch.get_num_threads(), lambda: time_copy(pairs, n))
     copy1 = in_threads(1, lambda: time_copy(pairs, n))
