@@ -6,4 +6,5 @@
 namespace ferry {
 void register_gather(pybind11::module_& m);
 void register_backend(pybind11::module_& m);
+void register_shared_ring(pybind11::module_& m);
 }  // namespace ferry

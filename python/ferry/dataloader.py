@@ -9,7 +9,7 @@ import torch.utils.data
 from torch.utils.data._utils.collate import default_collate, default_convert
 from torch.utils.data.dataloader import _DatasetKind
 
-from . import _ext, _native
+from . import _ext, _native, _workers
 
 __all__ = ["DataLoader"]
 
@@ -116,7 +116,11 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
         plan = self._native_plan()
         if plan is not None:
             return _native.NativeIter(self, plan, self.device)
-        iterator = super()._get_iterator()
+        if self.num_workers > 0:
+            self.check_worker_number_rationality()
+            iterator = _workers.WorkerIter(self)
+        else:
+            iterator = super()._get_iterator()
         if self.device is not None and self.device.type != "cpu":
             return _DeviceIter(iterator, self.device)
         return iterator

@@ -1,0 +1,118 @@
+#include "shared_ring_mapping.h"
+
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "../core/check.h"
+
+namespace ferry {
+namespace {
+
+// The bytes a strided tensor spans, checked to stay inside its slot.
+int64_t checked_extent(const TensorRef& ref, size_t slot_bytes) {
+  FERRY_CHECK(ref.sizes.size() == ref.strides.size(), "tensor description: ",
+              ref.sizes.size(), " sizes but ", ref.strides.size(), " strides");
+  const int64_t itemsize = static_cast<int64_t>(c10::elementSize(ref.dtype));
+  FERRY_CHECK(ref.offset >= 0 && ref.offset % itemsize == 0, "tensor description: offset ",
+              ref.offset, " not aligned to its item size ", itemsize);
+  int64_t last = 0;  // index of the last element, in elements
+  for (size_t d = 0; d < ref.sizes.size(); ++d) {
+    FERRY_CHECK(ref.sizes[d] >= 0 && ref.strides[d] >= 0,
+                "tensor description: negative size or stride");
+    if (ref.sizes[d] == 0) return 0;
+    last += (ref.sizes[d] - 1) * ref.strides[d];
+  }
+  const int64_t extent = (last + 1) * itemsize;
+  FERRY_CHECK(ref.offset + extent <= static_cast<int64_t>(slot_bytes),
+              "tensor description reaches past its slot (", ref.offset, " + ", extent, " > ",
+              slot_bytes, ")");
+  return extent;
+}
+
+// Shared by the views of one batch: the last one to die frees the slot.
+class SlotLease {
+ public:
+  SlotLease(std::shared_ptr<SharedRingMapping> mapping, uint32_t slot)
+      : mapping_(std::move(mapping)), slot_(slot) {}
+  SlotLease(const SlotLease&) = delete;
+  SlotLease& operator=(const SlotLease&) = delete;
+  ~SlotLease() { mapping_->ring().set(slot_, SlotState::kFree); }
+
+ private:
+  std::shared_ptr<SharedRingMapping> mapping_;
+  uint32_t slot_;
+};
+
+}  // namespace
+
+void* SharedRingMapping::map(int fd, size_t bytes) {
+  void* base = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  FERRY_CHECK(base != MAP_FAILED, "mmap of ", bytes, " bytes of shared ring failed: ",
+              std::strerror(errno));
+  return base;
+}
+
+std::shared_ptr<SharedRingMapping> SharedRingMapping::create(int fd, size_t slot_bytes,
+                                                             uint32_t nslots) {
+  const size_t bytes = SharedRingView::bytes_for(slot_bytes, nslots);
+  FERRY_CHECK(::ftruncate(fd, static_cast<off_t>(bytes)) == 0, "sizing the shared ring to ",
+              bytes, " bytes failed: ", std::strerror(errno));
+  void* base = map(fd, bytes);
+  SharedRingView ring = SharedRingView::init(base, slot_bytes, nslots);
+  return std::shared_ptr<SharedRingMapping>(new SharedRingMapping(base, bytes, ring));
+}
+
+std::shared_ptr<SharedRingMapping> SharedRingMapping::attach(int fd) {
+  struct stat st;
+  FERRY_CHECK(::fstat(fd, &st) == 0, "fstat of shared ring failed: ", std::strerror(errno));
+  const size_t bytes = static_cast<size_t>(st.st_size);
+  FERRY_CHECK(bytes >= SharedRingView::kHeaderBytes, "the worker has not created its ring");
+  void* base = map(fd, bytes);
+  try {
+    SharedRingView ring = SharedRingView::attach(base, bytes);
+    return std::shared_ptr<SharedRingMapping>(new SharedRingMapping(base, bytes, ring));
+  } catch (...) {
+    ::munmap(base, bytes);
+    throw;
+  }
+}
+
+SharedRingMapping::~SharedRingMapping() { ::munmap(base_, bytes_); }
+
+at::Tensor SharedRingMapping::slot_tensor(uint32_t slot) {
+  uint8_t* data = ring_.slot(slot);
+  auto keep = shared_from_this();
+  return at::from_blob(
+      data, {static_cast<int64_t>(ring_.slot_bytes())}, [keep](void*) {},
+      at::TensorOptions().dtype(at::kByte));
+}
+
+std::vector<at::Tensor> SharedRingMapping::take(uint32_t slot, const std::vector<TensorRef>& refs,
+                                                bool copy) {
+  uint8_t* base = ring_.slot(slot);
+  for (const auto& ref : refs) checked_extent(ref, ring_.slot_bytes());
+  std::vector<at::Tensor> out;
+  out.reserve(refs.size());
+  if (copy) {
+    for (const auto& ref : refs) {
+      out.push_back(at::from_blob(base + ref.offset, ref.sizes, ref.strides,
+                                  at::TensorOptions().dtype(ref.dtype))
+                        .clone());
+    }
+    ring_.set(slot, SlotState::kFree);
+    return out;
+  }
+  ring_.set(slot, SlotState::kHeld);
+  auto lease = std::make_shared<SlotLease>(shared_from_this(), slot);
+  for (const auto& ref : refs) {
+    out.push_back(at::from_blob(base + ref.offset, ref.sizes, ref.strides,
+                                [lease](void*) {}, at::TensorOptions().dtype(ref.dtype)));
+  }
+  return out;
+}
+
+}  // namespace ferry

@@ -1,0 +1,53 @@
+// A worker's shared ring (shared_ring.h) mapped into this process from a file descriptor
+// (a memfd), and the tensors that live in its slots.
+// Worker side: slot_tensor() gives a uint8 tensor over a claimed slot to collate into.
+// Consumer side: take() turns the tensor descriptions a worker sent into tensors, either
+// views sharing one lease that frees the slot when the last of them dies, or copies (the
+// slot is freed at once). The mapping lives as long as any tensor made from it.
+// Thread-safe (slot states are atomics; the mapping is immutable).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <memory>
+#include <vector>
+
+#include "../core/shared_ring.h"
+
+namespace ferry {
+
+struct TensorRef {
+  int64_t offset;  // bytes from the start of the slot
+  at::ScalarType dtype;
+  std::vector<int64_t> sizes;
+  std::vector<int64_t> strides;  // in elements, like torch
+};
+
+class SharedRingMapping : public std::enable_shared_from_this<SharedRingMapping> {
+ public:
+  // Sizes the file behind `fd` for the ring and writes a fresh header.
+  static std::shared_ptr<SharedRingMapping> create(int fd, size_t slot_bytes, uint32_t nslots);
+  // Maps a ring another process created in the file behind `fd`.
+  static std::shared_ptr<SharedRingMapping> attach(int fd);
+  ~SharedRingMapping();
+
+  SharedRingMapping(const SharedRingMapping&) = delete;
+  SharedRingMapping& operator=(const SharedRingMapping&) = delete;
+
+  SharedRingView& ring() { return ring_; }
+  size_t mapped_bytes() const { return bytes_; }
+
+  at::Tensor slot_tensor(uint32_t slot);
+  std::vector<at::Tensor> take(uint32_t slot, const std::vector<TensorRef>& refs, bool copy);
+
+ private:
+  SharedRingMapping(void* base, size_t bytes, SharedRingView ring)
+      : base_(base), bytes_(bytes), ring_(ring) {}
+  static void* map(int fd, size_t bytes);
+
+  void* base_;
+  size_t bytes_;
+  SharedRingView ring_;
+};
+
+}  // namespace ferry

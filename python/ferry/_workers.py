@@ -1,0 +1,324 @@
+"""Worker processes that collate straight into a shared-memory ring.
+
+torch's own multiprocessing iterator runs the workers (seeding, get_worker_info,
+worker_init_fn, IterableDataset sharding, in_order, timeout, persistent workers and
+error wrapping are torch's). ferry changes how a batch travels:
+
+* each worker owns a ring of slots in a memfd (no /dev/shm entry, nothing to leak) that
+  the main process created before starting it; the worker sizes it from its first
+  batch;
+* with the default collation, tensors are stacked straight into the worker's claimed
+  slot; a custom ``collate_fn`` runs as in torch and its tensors are copied in;
+* the batch goes back as a small pickle in which every tensor is a reference into the
+  slot (``persistent_id``), so no file descriptor per tensor and no tensor bytes are
+  pickled; a tensor that does not fit the slot is pickled by value;
+* the main process turns references into views of the slot, which is freed when the
+  last view dies, or copies them out when the user already holds several batches of
+  that worker, so a worker always finds a free slot.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import signal
+import time
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import torch
+from torch.utils.data import get_worker_info
+from torch.utils.data._utils import MP_STATUS_CHECK_INTERVAL
+from torch.utils.data._utils.collate import (
+    collate,
+    collate_tensor_fn,
+    default_collate,
+    default_collate_fn_map,
+)
+from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter
+
+from . import _ext
+
+_ALIGN = 64
+_PAGE = 4096
+# A ring's slot is sized from a worker's first batch, with room for somewhat larger ones.
+_HEADROOM = 1.25
+# Slots beyond the prefetched batches: the batch the user holds, one being collated, spare.
+_EXTRA_SLOTS = 4
+# Views of a worker's slots the user may hold before further batches are copied out.
+_MAX_HELD = 2
+# How often a waiting consumer checks that the workers are alive.
+_POLL_SECONDS = 0.1
+
+
+def _align(n: int, to: int = _ALIGN) -> int:
+    return (n + to - 1) // to * to
+
+
+@dataclass
+class Packed:
+    """One batch as a worker sends it: the pickled structure, in which tensor k is
+    persistent id k, and where each tensor is: (offset, dtype, sizes, strides) in `slot`
+    of the worker's ring, or pickled bytes."""
+
+    worker: int
+    slot: int
+    payload: bytes
+    tensors: list[tuple[int, torch.dtype, list[int], list[int]] | bytes]
+
+
+class _Arena:
+    """Bump allocation of tensors inside one claimed slot."""
+
+    def __init__(self, slot: torch.Tensor) -> None:
+        self.slot = slot
+        self.base = slot.data_ptr()
+        self.used = 0
+
+    def alloc(self, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor | None:
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        numel = 1
+        for s in shape:
+            numel *= s
+        start = _align(self.used)
+        end = start + numel * itemsize
+        if end > self.slot.numel():
+            return None
+        self.used = end
+        return self.slot[start:end].view(dtype).view(shape)
+
+    def offset_of(self, t: torch.Tensor) -> int | None:
+        """Where `t` starts in this slot, or None when `t` is not stored in it."""
+        if t.device.type != "cpu" or t.layout != torch.strided:
+            return None
+        if t.untyped_storage().data_ptr() != self.slot.untyped_storage().data_ptr():
+            return None
+        return t.data_ptr() - self.base
+
+
+def _stack_into_slot(arena: _Arena | None, batch: Any, *, collate_fn_map: Any = None) -> Any:
+    """torch's tensor collation, with the result stacked into the slot."""
+    elem = batch[0]
+    if elem.is_nested or elem.layout != torch.strided or elem.device.type != "cpu":
+        return collate_tensor_fn(batch, collate_fn_map=collate_fn_map)  # torch's errors
+    out = arena.alloc(elem.dtype, (len(batch), *elem.shape)) if arena is not None else None
+    return torch.stack(batch, 0, out=out)
+
+
+class _TensorsByReference(pickle.Pickler):
+    def __init__(self, file: io.BytesIO) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self.tensors: list[torch.Tensor] = []
+
+    def persistent_id(self, obj: Any) -> int | None:
+        if isinstance(obj, torch.Tensor) and type(obj) is torch.Tensor:
+            self.tensors.append(obj)
+            return len(self.tensors) - 1
+        return None
+
+
+class _TensorsFromList(pickle.Unpickler):
+    def __init__(self, file: io.BytesIO, tensors: list[torch.Tensor]) -> None:
+        super().__init__(file)
+        self.tensors = tensors
+
+    def persistent_load(self, pid: Any) -> torch.Tensor:
+        return self.tensors[pid]
+
+
+class _WorkerState:
+    """A worker process's side of its ring."""
+
+    def __init__(self, fd: int, nslots: int) -> None:
+        self.fd = fd
+        self.nslots = nslots
+        self.ring: Any = None  # ferry._C.SharedRing, made at the first batch
+        self.worker = get_worker_info().id
+
+    def claim(self) -> tuple[int, _Arena | None]:
+        if self.ring is None:
+            return -1, None
+        slot = self.ring.claim()
+        return (slot, _Arena(self.ring.slot_tensor(slot))) if slot >= 0 else (-1, None)
+
+    def create_ring(self, tensors: list[torch.Tensor]) -> None:
+        need = sum(_align(t.numel() * t.element_size()) for t in tensors)
+        slot_bytes = _align(max(int(need * _HEADROOM), _PAGE), _PAGE)
+        self.ring = _ext.load().SharedRing.create(self.fd, slot_bytes, self.nslots)
+
+    def pack(self, data: Any, slot: int, arena: _Arena | None) -> Packed:
+        buf = io.BytesIO()
+        pickler = _TensorsByReference(buf)
+        pickler.dump(data)
+        tensors = pickler.tensors
+        if self.ring is None and tensors:
+            self.create_ring(tensors)
+            slot, arena = self.claim()
+        refs: list[Any] = []
+        for t in tensors:
+            ref = self._reference(t, arena)
+            refs.append(ref if ref is not None else pickle.dumps(t, pickle.HIGHEST_PROTOCOL))
+        if slot >= 0:
+            self.ring.set(slot, _ext.load().SlotState.READY)
+        return Packed(self.worker, slot, buf.getvalue(), refs)
+
+    @staticmethod
+    def _reference(t: torch.Tensor, arena: _Arena | None) -> tuple | None:
+        if arena is None or t.requires_grad or t.is_conj() or t.is_neg():
+            return None
+        offset = arena.offset_of(t)
+        if offset is None or any(s < 0 for s in t.stride()):
+            dst = arena.alloc(t.dtype, tuple(t.shape))
+            if dst is None:
+                return None
+            dst.copy_(t)
+            t, offset = dst, arena.offset_of(dst)
+        return (offset, t.dtype, list(t.shape), list(t.stride()))
+
+    def release(self, slot: int) -> None:
+        if slot >= 0:
+            self.ring.set(slot, _ext.load().SlotState.FREE)
+
+
+class RingCollate:
+    """The collate_fn the workers run: the loader's own, with its tensors landing in the
+    worker's ring and the batch sent as a Packed."""
+
+    def __init__(self, collate_fn: Any, fds: list[int], nslots: int) -> None:
+        self.collate_fn = collate_fn
+        self.fds = fds
+        self.nslots = nslots
+        self._state: _WorkerState | None = None
+
+    def __reduce__(self) -> Any:
+        # Under spawn/forkserver the memfds travel with the worker's arguments (fork
+        # inherits them and never pickles this).
+        from multiprocessing import reduction
+
+        return (_rebuild_ring_collate, (self.collate_fn, [reduction.DupFd(fd) for fd in self.fds],
+                                        self.nslots))
+
+    def __call__(self, batch: Any) -> Packed:
+        if self._state is None:
+            info = get_worker_info()
+            if info is None:
+                raise RuntimeError("ferry's ring collation runs in DataLoader workers only")
+            self._state = _WorkerState(self.fds[info.id], self.nslots)
+        state = self._state
+        slot, arena = state.claim()
+        try:
+            if self.collate_fn is default_collate:
+                fn_map = {**default_collate_fn_map, torch.Tensor: partial(_stack_into_slot, arena)}
+                data = collate(batch, collate_fn_map=fn_map)
+            else:
+                data = self.collate_fn(batch)
+            return state.pack(data, slot, arena)
+        except BaseException:
+            state.release(slot)
+            raise
+
+
+def _rebuild_ring_collate(collate_fn: Any, dupfds: list[Any], nslots: int) -> RingCollate:
+    return RingCollate(collate_fn, [d.detach() for d in dupfds], nslots)
+
+
+class _LoaderWithCollate:
+    """The loader as torch's iterator reads it, but with ferry's collate_fn."""
+
+    def __init__(self, loader: Any, collate_fn: Any) -> None:
+        self._loader = loader
+        self.collate_fn = collate_fn
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loader, name)
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"was killed by {name} (signal {-code})"
+    return f"exited unexpectedly with exit code {code}"
+
+
+class WorkerIter(_MultiProcessingDataLoaderIter):
+    """torch's multiprocessing iterator, with batches travelling through shared rings."""
+
+    path = "workers"
+
+    def __init__(self, loader: Any) -> None:
+        C = _ext.load()
+        n = loader.num_workers
+        self._ring_fds = [os.memfd_create(f"ferry-ring-{i}") for i in range(n)]
+        self._rings: list[Any] = [None] * n
+        self._free_slot = C.SlotState.FREE
+        self._held_slot = C.SlotState.HELD
+        nslots = min((loader.prefetch_factor or 2) + _EXTRA_SLOTS, 256)
+        collate_fn = RingCollate(loader.collate_fn, self._ring_fds, nslots)
+        try:
+            super().__init__(_LoaderWithCollate(loader, collate_fn))
+        except BaseException:
+            self._close_ring_fds()
+            raise
+
+    # --- batches --------------------------------------------------------------------
+    def _get_data(self) -> Any:
+        idx, data = super()._get_data()
+        if isinstance(data, Packed):
+            data = self._unpack(data)
+        return idx, data
+
+    def _unpack(self, packed: Packed) -> Any:
+        tensors: list[torch.Tensor] = []
+        if packed.slot >= 0:
+            ring = self._ring(packed.worker)
+            refs = [r for r in packed.tensors if not isinstance(r, bytes)]
+            copy = ring.count(self._held_slot) >= _MAX_HELD
+            in_slot = iter(ring.take(packed.slot, refs, copy))
+            tensors = [pickle.loads(r) if isinstance(r, bytes) else next(in_slot)
+                       for r in packed.tensors]
+        else:
+            tensors = [pickle.loads(r) for r in packed.tensors]
+        return _TensorsFromList(io.BytesIO(packed.payload), tensors).load()
+
+    def _ring(self, worker: int) -> Any:
+        ring = self._rings[worker]
+        if ring is None:
+            ring = self._rings[worker] = _ext.load().SharedRing.attach(self._ring_fds[worker])
+        return ring
+
+    # --- failures -------------------------------------------------------------------
+    def _try_get_data(self, timeout: float = MP_STATUS_CHECK_INTERVAL) -> tuple[bool, Any]:
+        # torch checks on its workers every 5 s; a dead worker is reported within
+        # _POLL_SECONDS here, naming its exit code or signal.
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            ok, data = super()._try_get_data(max(0.0, min(_POLL_SECONDS, left)))
+            if ok:
+                return ok, data
+            self._raise_if_a_worker_died()
+            if left <= _POLL_SECONDS:
+                return False, None
+
+    def _raise_if_a_worker_died(self) -> None:
+        for wid, w in enumerate(self._workers):
+            if self._workers_status[wid] and not w.is_alive():
+                raise RuntimeError(
+                    f"DataLoader worker {wid} (pid {w.pid}) {_describe_exit(w.exitcode)}"
+                )
+
+    # --- shutdown -------------------------------------------------------------------
+    def _shutdown_workers(self) -> None:
+        super()._shutdown_workers()
+        if self._shutdown:  # torch really stopped the workers (not an epoch's end)
+            self._close_ring_fds()
+
+    def _close_ring_fds(self) -> None:
+        fds, self._ring_fds = getattr(self, "_ring_fds", []), []
+        for fd in fds:
+            os.close(fd)
