@@ -37,7 +37,8 @@ from torch.utils.data._utils.collate import (
     default_collate,
     default_collate_fn_map,
 )
-from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter
+from torch._utils import ExceptionWrapper
+from torch.utils.data.dataloader import _DatasetKind, _MultiProcessingDataLoaderIter
 
 from . import _ext
 
@@ -51,6 +52,8 @@ _EXTRA_SLOTS = 4
 _MAX_HELD = 2
 # How often a waiting consumer checks that the workers are alive.
 _POLL_SECONDS = 0.1
+# How long stopping workers may take to exit on their own before they are terminated.
+_STOP_GRACE_SECONDS = 1.0
 
 
 def _align(n: int, to: int = _ALIGN) -> int:
@@ -258,6 +261,9 @@ class WorkerIter(_MultiProcessingDataLoaderIter):
         self._free_slot = C.SlotState.FREE
         self._held_slot = C.SlotState.HELD
         nslots = min((loader.prefetch_factor or 2) + _EXTRA_SLOTS, 256)
+        # The sampler indices of each task in flight, to name them when it fails.
+        self._task_indices: dict[int, Any] = {}
+        self._last_index: Any = None
         collate_fn = RingCollate(loader.collate_fn, self._ring_fds, nslots)
         try:
             super().__init__(_LoaderWithCollate(loader, collate_fn))
@@ -266,10 +272,24 @@ class WorkerIter(_MultiProcessingDataLoaderIter):
             raise
 
     # --- batches --------------------------------------------------------------------
+    def _next_index(self) -> Any:
+        self._last_index = super()._next_index()
+        return self._last_index
+
+    def _try_put_index(self) -> None:
+        sent = self._send_idx
+        super()._try_put_index()
+        if self._send_idx != sent and self._dataset_kind == _DatasetKind.Map:
+            self._task_indices[sent] = self._last_index
+
     def _get_data(self) -> Any:
         idx, data = super()._get_data()
+        indices = self._task_indices.pop(idx, None) if isinstance(idx, int) else None
         if isinstance(data, Packed):
             data = self._unpack(data)
+        elif isinstance(data, ExceptionWrapper) and indices is not None:
+            # torch names the worker; ferry adds what it was doing.
+            data.where += f" while fetching and collating sample indices {indices!r}"
         return idx, data
 
     def _unpack(self, packed: Packed) -> Any:
@@ -298,22 +318,48 @@ class WorkerIter(_MultiProcessingDataLoaderIter):
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
-            ok, data = super()._try_get_data(max(0.0, min(_POLL_SECONDS, left)))
+            try:
+                ok, data = super()._try_get_data(max(0.0, min(_POLL_SECONDS, left)))
+            except RuntimeError as torch_says:  # torch's own check or SIGCHLD handler
+                self._raise_if_a_worker_died(torch_says)
+                raise
             if ok:
                 return ok, data
             self._raise_if_a_worker_died()
             if left <= _POLL_SECONDS:
                 return False, None
 
-    def _raise_if_a_worker_died(self) -> None:
+    def _raise_if_a_worker_died(self, cause: BaseException | None = None) -> None:
+        """Raises naming the first dead worker. With `cause` (torch already reported a
+        death and marked the worker unavailable) every worker counts."""
         for wid, w in enumerate(self._workers):
-            if self._workers_status[wid] and not w.is_alive():
+            if cause is None and not self._workers_status[wid]:
+                continue
+            if not w.is_alive():  # polls, so the exit code is known
                 raise RuntimeError(
                     f"DataLoader worker {wid} (pid {w.pid}) {_describe_exit(w.exitcode)}"
-                )
+                ) from cause
 
     # --- shutdown -------------------------------------------------------------------
     def _shutdown_workers(self) -> None:
+        # torch tells the workers to stop through its index queues, then waits up to 5 s
+        # for each. When the iterator dies in a reference cycle (an exception's traceback
+        # is one), the garbage collector has already finalized those queues, the message
+        # never leaves, and each worker costs the full 5 s. Here workers get
+        # _STOP_GRACE_SECONDS in all to exit on their own, then are terminated.
+        from torch.utils.data import _utils
+
+        if not self._shutdown and _utils.python_exit_status is False:
+            self._workers_done_event.set()
+            for wid, q in enumerate(self._index_queues):
+                if self._workers_status[wid] or self._persistent_workers:
+                    q.put(None)
+            deadline = time.monotonic() + _STOP_GRACE_SECONDS
+            for w in self._workers:
+                w.join(timeout=max(0.0, deadline - time.monotonic()))
+            for w in self._workers:
+                if w.is_alive():
+                    w.terminate()
         super()._shutdown_workers()
         if self._shutdown:  # torch really stopped the workers (not an epoch's end)
             self._close_ring_fds()

@@ -1,0 +1,203 @@
+"""Process workers (num_workers > 0) for Python datasets: the same batches as torch's
+workers, torch's errors, prompt failure on dead workers, and nothing leaked."""
+
+from __future__ import annotations
+
+import gc
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+from torch.utils.data import DataLoader as TorchDataLoader
+
+import ferry
+import workerdata as wd
+from conftest import assert_same_batches
+
+CONTEXTS = ["fork", "spawn", "forkserver"]
+
+
+def both(dataset, **kw):
+    """(torch's batches, ferry's batches) for the same arguments and generator seed."""
+    seed = kw.pop("seed", 0)
+    expected = list(TorchDataLoader(dataset, generator=torch.Generator().manual_seed(seed), **kw))
+    it = iter(ferry.DataLoader(dataset, generator=torch.Generator().manual_seed(seed), **kw))
+    assert it.path == "workers"
+    return expected, list(it)
+
+
+@pytest.mark.parametrize("num_workers", [1, 2, 3])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"batch_size": 8, "shuffle": True},
+        {"batch_size": 7, "drop_last": True},
+        {"batch_size": None},
+        {"batch_size": 5, "collate_fn": wd.collate_to_dict},
+        {"batch_size": 4, "prefetch_factor": 1},
+    ],
+)
+def test_same_batches_as_torch(kw, num_workers):
+    expected, got = both(wd.Mixed(), num_workers=num_workers, **kw)
+    assert_same_batches(expected, got)
+
+
+@pytest.mark.parametrize("context", CONTEXTS[1:])
+def test_start_methods(context):
+    expected, got = both(wd.Mixed(30), num_workers=2, batch_size=4, shuffle=True,
+                         multiprocessing_context=context)
+    assert_same_batches(expected, got)
+
+
+@pytest.mark.parametrize("batch_size, drop_last", [(4, False), (4, True), (None, False)])
+def test_iterable_dataset_sharded_per_worker(batch_size, drop_last):
+    expected, got = both(wd.Shards(23), num_workers=3, batch_size=batch_size, drop_last=drop_last)
+    assert_same_batches(expected, got)
+
+
+def test_worker_info_seeds_and_init_fn():
+    expected, got = both(wd.WhoAmI(), num_workers=2, batch_size=2, worker_init_fn=wd.record_init)
+    assert_same_batches(expected, got)
+    assert {w for b in got for w in b["init"].tolist()} == {0, 100}
+
+
+def test_persistent_workers_over_epochs():
+    kw = {"batch_size": 6, "shuffle": True, "num_workers": 2, "persistent_workers": True}
+    ours = ferry.DataLoader(wd.Mixed(), generator=torch.Generator().manual_seed(4), **kw)
+    theirs = TorchDataLoader(wd.Mixed(), generator=torch.Generator().manual_seed(4), **kw)
+    for _ in range(3):
+        assert_same_batches(list(theirs), list(ours))
+
+
+def test_in_order_false_gives_every_batch_once():
+    # No random draws here: with in_order=False torch itself may give a batch to another
+    # worker, whose generators then differ.
+    expected, got = both(wd.Tensors(100), num_workers=2, batch_size=4, in_order=False)
+    key = lambda b: b[1][0].item()  # noqa: E731
+    assert_same_batches(sorted(expected, key=key), sorted(got, key=key))
+
+
+def test_held_batches_stay_intact():
+    """Views of ring slots survive later batches; beyond a few held batches ferry copies
+    out instead of running out of slots."""
+    held = list(ferry.DataLoader(wd.Tensors(3000), batch_size=1, num_workers=2))
+    assert len(held) == 3000
+    for i, (a, b, c) in enumerate(held):
+        assert a.tolist() == [[i] * 4] and b.item() == i and c.tolist() == [[i, i + 1, i + 2]]
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def error_of(fn):
+    """The exception `fn` raises, its traceback dropped so that the iterator its frames
+    hold shuts down now (torch's own takes 5 s per worker when collected in a cycle)."""
+    try:
+        fn()
+    except Exception as exc:  # noqa: BLE001
+        return exc.with_traceback(None)
+    return None
+
+
+def test_exception_in_getitem_names_worker_indices_and_traceback():
+    exc = error_of(lambda: list(ferry.DataLoader(wd.Failing("raise"), batch_size=4, num_workers=2)))
+    theirs = error_of(lambda: list(TorchDataLoader(wd.Failing("raise"), batch_size=4, num_workers=2)))
+    assert type(exc) is type(theirs) is KeyError
+    text = str(exc)
+    assert "DataLoader worker process 1" in text
+    assert "sample indices [12, 13, 14, 15]" in text
+    assert "no sample 13" in text
+    assert 'raise KeyError(f"no sample {i}")' in text  # the original traceback
+
+
+def test_ragged_samples_raise_torchs_error():
+    exc = error_of(lambda: list(ferry.DataLoader(wd.Ragged(), batch_size=5, num_workers=2)))
+    theirs = error_of(lambda: list(TorchDataLoader(wd.Ragged(), batch_size=5, num_workers=2)))
+    assert type(exc) is type(theirs) is RuntimeError
+    assert "stack expects each tensor to be equal size" in str(exc)
+
+
+@pytest.mark.parametrize(
+    "how, expect",
+    [("exit", "exit code 3"), ("exit0", "exit code 0"), ("kill", "SIGKILL"), ("segv", "SIGSEGV")],
+)
+def test_dead_worker_is_reported_promptly(how, expect):
+    loader = ferry.DataLoader(wd.Failing(how), batch_size=4, num_workers=2)
+    start = time.monotonic()
+    with pytest.raises(RuntimeError) as info:
+        list(loader)
+    elapsed = time.monotonic() - start
+    text = str(info.value)
+    assert "DataLoader worker" in text
+    assert expect in text or ("killed by signal" in text and how in ("kill", "segv")), text
+    assert elapsed < 10, f"took {elapsed:.1f} s to notice"
+
+
+def test_timeout():
+    loader = ferry.DataLoader(wd.Failing("sleep", at=0), batch_size=2, num_workers=1, timeout=0.5)
+    with pytest.raises(RuntimeError, match="timed out after 0.5 seconds"):
+        list(loader)
+
+
+# ------------------------------------------------------------------------------ leaks
+
+
+def fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def shm_entries() -> set[str]:
+    return set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+
+
+def test_no_fd_thread_process_or_shm_growth_over_abandoned_iterators():
+    loader = ferry.DataLoader(wd.Mixed(), batch_size=4, num_workers=2, shuffle=True)
+    list(loader)
+    gc.collect()
+    before = (fds(), len(os.listdir("/proc/self/task")), shm_entries())
+    for _ in range(40):
+        it = iter(loader)
+        next(it)
+        del it
+    gc.collect()
+    import multiprocessing
+
+    assert multiprocessing.active_children() == []
+    after = (fds(), len(os.listdir("/proc/self/task")), shm_entries())
+    assert after[0] <= before[0], f"fds {before[0]} -> {after[0]}"
+    assert after[1] <= before[1], f"threads {before[1]} -> {after[1]}"
+    assert after[2] <= before[2], f"/dev/shm gained {after[2] - before[2]}"
+
+
+def test_errors_and_dead_workers_leave_no_shm():
+    before = shm_entries()
+    for how in ("raise", "kill"):
+        with pytest.raises((KeyError, RuntimeError)):
+            list(ferry.DataLoader(wd.Failing(how), batch_size=4, num_workers=2))
+    gc.collect()
+    assert shm_entries() <= before
+
+
+def test_holding_every_batch_at_a_low_fd_limit():
+    """torch shares one file descriptor per tensor with its workers, so holding many
+    batches runs out of descriptors; ferry sends none."""
+    script = textwrap.dedent(
+        """
+        import resource, sys
+        resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128))
+        import ferry, workerdata as wd
+        held = list(ferry.DataLoader(wd.Tensors(3000), batch_size=1, num_workers=2))
+        assert len(held) == 3000
+        assert all(b.item() == i for i, (_, b, _) in enumerate(held))
+        print("held", len(held))
+        """
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, timeout=240, cwd=os.path.dirname(__file__))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "held 3000" in out.stdout

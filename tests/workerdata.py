@@ -1,0 +1,124 @@
+"""Datasets for the worker tests, in a module of their own so that spawned workers can
+import them."""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import math
+import os
+import random
+import signal
+import time
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, IterableDataset, get_worker_info
+
+Pair = collections.namedtuple("Pair", "left right")
+
+
+class Mixed(Dataset):
+    """Every kind of leaf default_collate knows: tensors, numpy, ints, floats, strings,
+    dicts, namedtuples, lists, plus values drawn from all three random generators (so
+    worker seeding must match torch's)."""
+
+    def __init__(self, n: int = 60) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        g = np.random.default_rng(i)
+        return {
+            "image": torch.from_numpy(g.integers(0, 256, (3, 4, 5), dtype=np.uint8)),
+            "array": g.random((2, 3)),
+            "label": i,
+            "weight": float(i) / 7,
+            "id": f"sample-{i}",
+            "pair": Pair(np.int16(i), [i, -i]),
+            "random": (torch.rand(2), np.random.rand(), random.random()),
+        }
+
+
+class Ragged(Dataset):
+    def __len__(self) -> int:
+        return 10
+
+    def __getitem__(self, i: int):
+        return torch.zeros(i % 3 + 1)
+
+
+class Tensors(Dataset):
+    """Three tensors per sample, values derived from the index (checkable)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        return torch.full((4,), i, dtype=torch.int64), torch.tensor(float(i)), torch.arange(3) + i
+
+
+class Shards(IterableDataset):
+    """Each worker yields its share of range(n), as torch's docs suggest."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __iter__(self):
+        info = get_worker_info()
+        if info is None:
+            return iter(range(self.n))
+        per = math.ceil(self.n / info.num_workers)
+        start = info.id * per
+        return iter(range(start, min(start + per, self.n)))
+
+
+class WhoAmI(Dataset):
+    def __len__(self) -> int:
+        return 16
+
+    def __getitem__(self, i: int):
+        info = get_worker_info()
+        return {"i": i, "worker": info.id, "seed": info.seed, "init": INIT_CALLS.get("id", -1)}
+
+
+INIT_CALLS: dict[str, int] = {}
+
+
+def record_init(worker_id: int) -> None:
+    INIT_CALLS["id"] = worker_id * 100
+
+
+class Failing(Dataset):
+    def __init__(self, how: str, at: int = 13) -> None:
+        self.how = how
+        self.at = at
+
+    def __len__(self) -> int:
+        return 40
+
+    def __getitem__(self, i: int):
+        if i == self.at:
+            if self.how == "raise":
+                raise KeyError(f"no sample {i}")
+            if self.how == "exit":
+                os._exit(3)
+            if self.how == "exit0":
+                os._exit(0)
+            if self.how == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
+            if self.how == "segv":
+                ctypes.string_at(0)
+            if self.how == "sleep":
+                time.sleep(30)
+        return i
+
+
+def collate_to_dict(batch):
+    return {"sum": torch.stack([b["image"] for b in batch]).sum(0), "n": len(batch),
+            "ids": [b["id"] for b in batch]}
