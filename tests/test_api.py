@@ -14,17 +14,16 @@ import ferry
 from ferry import _ext
 
 
-def test_constructor_is_torchs_plus_device():
+def test_constructor_is_torchs_plus_device_and_worker_type():
     ours = list(inspect.signature(ferry.DataLoader.__init__).parameters.values())
     theirs = list(inspect.signature(torch.utils.data.DataLoader.__init__).parameters.values())
-    assert [(p.name, p.kind, p.default) for p in ours[:-1]] == [
+    extra = [("device", None), ("worker_type", "process")]
+    assert [(p.name, p.kind, p.default) for p in ours[: -len(extra)]] == [
         (p.name, p.kind, p.default) for p in theirs
     ]
-    assert (ours[-1].name, ours[-1].kind, ours[-1].default) == (
-        "device",
-        inspect.Parameter.KEYWORD_ONLY,
-        None,
-    )
+    assert [(p.name, p.kind, p.default) for p in ours[-len(extra):]] == [
+        (name, inspect.Parameter.KEYWORD_ONLY, default) for name, default in extra
+    ]
 
 
 def test_is_a_torch_dataloader_and_generic():

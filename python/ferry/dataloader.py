@@ -9,7 +9,7 @@ import torch.utils.data
 from torch.utils.data._utils.collate import default_collate, default_convert
 from torch.utils.data.dataloader import _DatasetKind
 
-from . import _ext, _native, _workers
+from . import _ext, _native, _threads, _workers
 
 __all__ = ["DataLoader"]
 
@@ -48,15 +48,22 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
         device: where batches arrive (``"cpu"``, ``"cuda"``, ``"cuda:1"``, a
             :class:`torch.device`). ``None`` (the default) keeps torch's behaviour: CPU
             tensors. Asking for CUDA where there is none raises RuntimeError.
+        worker_type: ``"process"`` (the default: worker processes, as torch) or
+            ``"thread"``: worker threads in this process, for map-style datasets that
+            release the GIL and for free-threaded Python (shared random generators, so
+            torch's per-worker seeding is not reproduced; ``get_worker_info()`` is None).
 
     Every other argument means what it means for torch's DataLoader. Array-backed
     datasets (``TensorDataset``, :class:`ferry.ArrayDataset`, and ``Subset`` /
     ``ConcatDataset`` of them) with the default collation are gathered by C++ threads
     straight into reused staging buffers (``num_workers`` threads, or up to 4 when it is
-    0); other datasets run through torch's own iteration.
+    0). Other datasets with ``num_workers > 0`` run in worker processes that collate
+    straight into shared-memory rings (or in threads, see ``worker_type``); with
+    ``num_workers=0`` they run torch's own single-process iteration.
     """
 
     device: torch.device | None
+    worker_type: str
 
     def __init__(
         self,
@@ -79,9 +86,13 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
         pin_memory_device: str = "",
         in_order: bool = True,
         device: torch.device | str | None = None,
+        worker_type: str = "process",
     ) -> None:
         _ext.load()  # a broken build fails here, loudly, not later in a fallback
+        if worker_type not in ("process", "thread"):
+            raise ValueError(f"worker_type must be 'process' or 'thread', got {worker_type!r}")
         self.device = _resolve_device(device)
+        self.worker_type = worker_type
         super().__init__(
             dataset,
             batch_size=batch_size,
@@ -116,6 +127,8 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
         plan = self._native_plan()
         if plan is not None:
             return _native.NativeIter(self, plan, self.device)
+        if self.num_workers > 0 and self.worker_type == "thread":
+            return _threads.ThreadIter(self)
         if self.num_workers > 0:
             self.check_worker_number_rationality()
             iterator = _workers.WorkerIter(self)

@@ -1,0 +1,118 @@
+"""Workers as threads of this process (``worker_type="thread"``).
+
+For datasets whose ``__getitem__`` releases the GIL (image decoding, numpy on large
+arrays, I/O) and for free-threaded Python. No processes, no pickling, no shared
+memory: each thread runs torch's own fetcher (``__getitems__`` or ``__getitem__``, then
+the collate_fn) on whole batches; batches are handed over in sampler order (or as they
+complete with ``in_order=False``).
+
+Differences from process workers, inherent to threads: the global random generators
+(torch, numpy, random) are shared, so per-worker seeding cannot be reproduced, and
+``get_worker_info()`` returns None. A ``__getitem__`` that never returns cannot be
+killed: ``timeout`` raises, but the thread stays busy.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import threading
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+
+from torch.utils.data._utils.fetch import _MapDatasetFetcher
+from torch.utils.data._utils.pin_memory import pin_memory
+from torch.utils.data.dataloader import _BaseDataLoaderIter, _DatasetKind
+
+from . import _native
+
+
+class ThreadIter(_BaseDataLoaderIter):
+    path = "threads"
+
+    def __init__(self, loader: Any) -> None:
+        super().__init__(loader)
+        if self._dataset_kind != _DatasetKind.Map:
+            raise ValueError(
+                "worker_type='thread' needs a map-style dataset; use process workers "
+                "for an IterableDataset"
+            )
+        self._device = loader.device if loader.device is not None and loader.device.type != "cpu" else None
+        self._in_order = loader.in_order
+        self._depth = max(1, loader.prefetch_factor * self._num_workers)
+        self._fetcher = _MapDatasetFetcher(
+            self._dataset, self._auto_collation, self._collate_fn, self._drop_last
+        )
+        ids = itertools.count()
+        lock = threading.Lock()
+        init_fn = loader.worker_init_fn
+
+        def init_thread() -> None:
+            with lock:
+                worker_id = next(ids)
+            if init_fn is not None:
+                init_fn(worker_id)
+
+        self._pool = ThreadPoolExecutor(
+            self._num_workers, thread_name_prefix="ferry-worker", initializer=init_thread
+        )
+        self._pending: collections.deque[tuple[Future, Any]] = collections.deque()
+        self._sampler_done = False
+        self._refill()
+
+    def _refill(self) -> None:
+        while not self._sampler_done and len(self._pending) < self._depth:
+            try:
+                index = self._next_index()
+            except StopIteration:
+                self._sampler_done = True
+                break
+            self._pending.append((self._pool.submit(self._fetcher.fetch, index), index))
+
+    def _next_data(self) -> Any:
+        self._refill()
+        if not self._pending:
+            if not self._persistent_workers:
+                self._shutdown()
+            raise StopIteration
+        timeout = self._timeout if self._timeout > 0 else None
+        if self._in_order:
+            future, index = self._pending.popleft()
+        else:
+            done, _ = wait([f for f, _ in self._pending], timeout, FIRST_COMPLETED)
+            if not done:
+                raise RuntimeError(f"DataLoader timed out after {self._timeout} seconds")
+            k = next(k for k, (f, _) in enumerate(self._pending) if f in done)
+            future, index = self._pending[k]
+            del self._pending[k]
+        try:
+            data = future.result(timeout)
+        except FutureTimeout:
+            raise RuntimeError(f"DataLoader timed out after {self._timeout} seconds") from None
+        except Exception as exc:
+            exc.add_note(f"(in a ferry thread worker, fetching sample indices {index!r})")
+            raise
+        if self._pin_memory:
+            data = pin_memory(data, self._pin_memory_device)
+        if self._device is not None:
+            data = _native.move_to_device(data, self._device)
+        return data
+
+    def _reset(self, loader: Any, first_iter: bool = False) -> None:
+        super()._reset(loader, first_iter)
+        while self._pending:  # the last epoch's batches still in flight
+            future, _ = self._pending.popleft()
+            if not future.cancel():
+                future.exception()
+        self._sampler_done = False
+        self._refill()
+
+    def _shutdown(self) -> None:
+        for future, _ in self._pending:
+            future.cancel()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def __del__(self) -> None:
+        if hasattr(self, "_pool"):
+            self._shutdown()
