@@ -4,7 +4,7 @@ PIP = $(PYTHON) -m pip
 STAMPS = build/stamps
 EXT_SOURCES = setup.py $(shell find csrc -name '*.cpp' -o -name '*.h')
 
-.PHONY: all deps build test test-py test-cpp bench bench-quick clean
+.PHONY: all deps build test test-py test-cpp sanitize bench bench-quick clean
 
 all: build
 
@@ -21,9 +21,15 @@ $(STAMPS)/ext: $(STAMPS)/deps $(EXT_SOURCES)
 
 # The torch-free C++ core's unit tests, through CMake and ctest.
 test-cpp: $(STAMPS)/deps
-	cmake -S . -B build/cmake -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFERRY_BUILD_TESTS=ON >/dev/null
-	cmake --build build/cmake
-	ctest --test-dir build/cmake --output-on-failure
+	cmake --preset default >/dev/null
+	cmake --build --preset default
+	ctest --preset default
+
+# The same C++ tests under AddressSanitizer+UBSan, then ThreadSanitizer.
+sanitize: $(STAMPS)/deps
+	for p in asan tsan; do \
+	  cmake --preset $$p >/dev/null && cmake --build --preset $$p && ctest --preset $$p || exit 1; \
+	done
 
 test-py: build
 	$(PYTHON) -m pytest
