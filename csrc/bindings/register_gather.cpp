@@ -144,11 +144,12 @@ void register_gather(py::module_& m) {
             if (!out.columns.empty() || (out.rejected_position < 0 && out.error.empty())) {
               columns = py::cast(std::move(out.columns));
             }
-            return py::make_tuple(out.seq, columns, out.rejected_position, out.error);
+            return py::make_tuple(out.seq, columns, out.rejected_position, out.error,
+                                  out.gather_seconds);
           },
           py::arg("timeout_s"),
           "Waits for the next batch (timeout_s <= 0: no limit): (seq, [tensors] or None, "
-          "rejected_position, error); None on timeout.")
+          "rejected_position, error, gather_seconds); None on timeout.")
       .def("close", &GatherLoader::close, py::call_guard<py::gil_scoped_release>())
       .def_property_readonly("in_flight", &GatherLoader::in_flight)
       .def_property_readonly("num_threads",

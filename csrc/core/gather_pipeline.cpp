@@ -76,6 +76,7 @@ int64_t GatherPipeline::submit(std::vector<int64_t> indices) {
 }
 
 void GatherPipeline::gather(int64_t seq, const std::vector<int64_t>& indices) {
+  const auto started = std::chrono::steady_clock::now();
   Batch batch;
   batch.seq = seq;
   batch.rows = static_cast<int64_t>(indices.size());
@@ -120,6 +121,8 @@ void GatherPipeline::gather(int64_t seq, const std::vector<int64_t>& indices) {
     batch.buffer.reset();
     batch.error = e.what();
   }
+  batch.gather_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   finish(std::move(batch));
 }
 

@@ -40,6 +40,7 @@ struct Batch {
   // the position of the first such index, so the caller can let torch raise its error.
   int64_t rejected_position = -1;
   std::string error;  // any other failure, with its reason
+  double gather_seconds = 0;  // the time a thread spent on this batch
 };
 
 class GatherPipeline {

@@ -31,6 +31,7 @@ struct DeliveredBatch {
   std::vector<at::Tensor> columns;  // empty when the batch failed
   int64_t rejected_position;        // see Batch
   std::string error;
+  double gather_seconds;
 };
 
 class GatherLoader {

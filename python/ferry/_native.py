@@ -147,6 +147,7 @@ class NativeIter(_BaseDataLoaderIter):
     """
 
     path = "native"
+    last_produce_s: float | None = None  # the C++ gather time of the last batch
 
     def __init__(self, loader: Any, plan: NativePlan, device: torch.device | None) -> None:
         super().__init__(loader)
@@ -198,7 +199,7 @@ class NativeIter(_BaseDataLoaderIter):
         got = self._gather.next(float(self._timeout))
         if got is None:
             raise RuntimeError(f"DataLoader timed out after {self._timeout} seconds")
-        seq, columns, rejected, error = got
+        seq, columns, rejected, error, self.last_produce_s = got
         index = self._take_pending(seq)
         if error:
             raise RuntimeError(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import itertools
 import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
@@ -30,6 +31,7 @@ from . import _native
 
 class ThreadIter(_BaseDataLoaderIter):
     path = "threads"
+    last_produce_s: float | None = None  # fetch + collate time of the last batch
 
     def __init__(self, loader: Any) -> None:
         super().__init__(loader)
@@ -68,7 +70,12 @@ class ThreadIter(_BaseDataLoaderIter):
             except StopIteration:
                 self._sampler_done = True
                 break
-            self._pending.append((self._pool.submit(self._fetcher.fetch, index), index))
+            self._pending.append((self._pool.submit(self._timed_fetch, index), index))
+
+    def _timed_fetch(self, index: Any) -> tuple[Any, float]:
+        started = time.perf_counter()
+        data = self._fetcher.fetch(index)
+        return data, time.perf_counter() - started
 
     def _next_data(self) -> Any:
         self._refill()
@@ -87,7 +94,7 @@ class ThreadIter(_BaseDataLoaderIter):
             future, index = self._pending[k]
             del self._pending[k]
         try:
-            data = future.result(timeout)
+            data, self.last_produce_s = future.result(timeout)
         except FutureTimeout:
             raise RuntimeError(f"DataLoader timed out after {self._timeout} seconds") from None
         except Exception as exc:

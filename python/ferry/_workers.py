@@ -70,6 +70,7 @@ class Packed:
     slot: int
     payload: bytes
     tensors: list[tuple[int, torch.dtype, list[int], list[int]] | bytes]
+    produce_s: float = 0.0  # the worker's time to collate and pack the batch
 
 
 class _Arena:
@@ -210,6 +211,7 @@ class RingCollate:
                 raise RuntimeError("ferry's ring collation runs in DataLoader workers only")
             self._state = _WorkerState(self.fds[info.id], self.nslots)
         state = self._state
+        started = time.perf_counter()
         slot, arena = state.claim()
         try:
             if self.collate_fn is default_collate:
@@ -217,7 +219,9 @@ class RingCollate:
                 data = collate(batch, collate_fn_map=fn_map)
             else:
                 data = self.collate_fn(batch)
-            return state.pack(data, slot, arena)
+            packed = state.pack(data, slot, arena)
+            packed.produce_s = time.perf_counter() - started
+            return packed
         except BaseException:
             state.release(slot)
             raise
@@ -252,6 +256,7 @@ class WorkerIter(_MultiProcessingDataLoaderIter):
     """torch's multiprocessing iterator, with batches travelling through shared rings."""
 
     path = "workers"
+    last_produce_s: float | None = None  # collate + pack time of the last batch received
 
     def __init__(self, loader: Any) -> None:
         C = _ext.load()
@@ -286,6 +291,7 @@ class WorkerIter(_MultiProcessingDataLoaderIter):
         idx, data = super()._get_data()
         indices = self._task_indices.pop(idx, None) if isinstance(idx, int) else None
         if isinstance(data, Packed):
+            self.last_produce_s = data.produce_s
             data = self._unpack(data)
         elif isinstance(data, ExceptionWrapper) and indices is not None:
             # torch names the worker; ferry adds what it was doing.

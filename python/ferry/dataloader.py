@@ -9,7 +9,7 @@ import torch.utils.data
 from torch.utils.data._utils.collate import default_collate, default_convert
 from torch.utils.data.dataloader import _DatasetKind
 
-from . import _ext, _native, _threads, _workers
+from . import _ext, _native, _stats, _threads, _workers
 
 __all__ = ["DataLoader"]
 
@@ -123,7 +123,35 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
             return None
         return _native.build_plan(self.dataset)
 
+    def stats(self) -> _stats.LoaderStats:
+        """How the latest iterator of this loader did over its last 100 batches: the
+        consumer's wait for data and its own time between batches, the producer's time
+        per batch, batches/s and the data-starvation ratio. Cheap: always on.
+
+            for step, (x, y) in enumerate(loader):
+                ...
+                if step % 100 == 0:
+                    print(loader.stats())   # starvation near 1: the loop is data-bound
+        """
+        recorder = getattr(self, "_stats_recorder", None)
+        if recorder is None:
+            return _stats.StatsRecorder("none").snapshot()
+        return recorder.snapshot()
+
+    def __repr__(self) -> str:
+        recorder = getattr(self, "_stats_recorder", None)
+        stats = f", {recorder.snapshot()}" if recorder is not None else ""
+        return (
+            f"ferry.DataLoader({type(self.dataset).__name__}, batch_size={self.batch_size}, "
+            f"num_workers={self.num_workers}, device={self.device}{stats})"
+        )
+
     def _get_iterator(self) -> Any:
+        iterator = self._make_iterator()
+        self._stats_recorder = _stats.StatsRecorder(getattr(iterator, "path", "torch"))
+        return _stats.MeasuredIter(iterator, self._stats_recorder)
+
+    def _make_iterator(self) -> Any:
         plan = self._native_plan()
         if plan is not None:
             return _native.NativeIter(self, plan, self.device)

@@ -1,0 +1,126 @@
+"""Loader statistics, always on: what the consumer waits for, what it does between
+batches, and what producing a batch costs, over the last `window` batches."""
+
+from __future__ import annotations
+
+import collections
+import time
+from dataclasses import dataclass
+from typing import Any
+
+DEFAULT_WINDOW = 100
+
+
+@dataclass(frozen=True)
+class LoaderStats:
+    """A snapshot of a loader's recent behaviour (the last `batches` batches).
+
+    Times are means per batch, in seconds:
+
+    * ``wait_s``: the consumer blocked in ``next()`` waiting for the batch;
+    * ``compute_s``: the consumer's own time between two batches (the training step);
+    * ``produce_s``: the producer's time to make one batch (gathering rows on the native
+      path; fetching and collating in a worker thread; collating and packing in a worker
+      process), when the path reports it, else None. Producers run in parallel, so this
+      can exceed ``wait_s + compute_s``.
+
+    ``starvation`` is ``wait_s / (wait_s + compute_s)``: the share of the consumer's time
+    spent waiting for data. Near 0 the loader keeps up; near 1 the training loop is
+    data-bound.
+    """
+
+    path: str
+    batches: int
+    total_batches: int
+    batches_per_s: float
+    wait_s: float
+    compute_s: float
+    produce_s: float | None
+    starvation: float
+
+    def __str__(self) -> str:
+        produce = "n/a" if self.produce_s is None else f"{self.produce_s * 1e3:.2f} ms"
+        return (
+            f"{self.path} path, last {self.batches} of {self.total_batches} batches: "
+            f"{self.batches_per_s:.1f} batches/s, wait {self.wait_s * 1e3:.2f} ms, "
+            f"compute {self.compute_s * 1e3:.2f} ms, produce {produce}, "
+            f"starvation {self.starvation:.1%}"
+        )
+
+
+class StatsRecorder:
+    def __init__(self, path: str, window: int = DEFAULT_WINDOW) -> None:
+        self.path = path
+        self.total = 0
+        self._wait: collections.deque[float] = collections.deque(maxlen=window)
+        self._compute: collections.deque[float] = collections.deque(maxlen=window)
+        self._produce: collections.deque[float] = collections.deque(maxlen=window)
+        self._last_return: float | None = None
+
+    def record(self, started: float, returned: float, produce_s: float | None) -> None:
+        self.total += 1
+        self._wait.append(returned - started)
+        # The consumer's time between two batches; nothing before the first batch.
+        self._compute.append(started - self._last_return if self._last_return else 0.0)
+        self._last_return = returned
+        if produce_s is not None:
+            self._produce.append(produce_s)
+
+    def epoch_ended(self) -> None:
+        self._last_return = None  # the pause between epochs is not a training step
+
+    def snapshot(self) -> LoaderStats:
+        n = len(self._wait)
+        wait = sum(self._wait) / n if n else 0.0
+        compute = sum(self._compute) / n if n else 0.0
+        produce = sum(self._produce) / len(self._produce) if self._produce else None
+        per_batch = wait + compute
+        return LoaderStats(
+            path=self.path,
+            batches=n,
+            total_batches=self.total,
+            batches_per_s=1.0 / per_batch if per_batch > 0 else 0.0,
+            wait_s=wait,
+            compute_s=compute,
+            produce_s=produce,
+            starvation=wait / per_batch if per_batch > 0 else 0.0,
+        )
+
+
+class MeasuredIter:
+    """Wraps the iterator a loader made: records the consumer's side of each batch (and
+    the producer's, from the inner iterator's `last_produce_s` where it has one)."""
+
+    def __init__(self, inner: Any, recorder: StatsRecorder) -> None:
+        self._inner = inner
+        self._recorder = recorder
+
+    def __iter__(self) -> MeasuredIter:
+        return self
+
+    def __next__(self) -> Any:
+        started = time.perf_counter()
+        try:
+            data = next(self._inner)
+        except StopIteration:
+            self._recorder.epoch_ended()
+            raise
+        self._recorder.record(started, time.perf_counter(), getattr(self._inner, "last_produce_s", None))
+        return data
+
+    def __len__(self) -> int:
+        return len(self._inner)
+
+    def _reset(self, loader: Any, first_iter: bool = False) -> None:
+        self._recorder.epoch_ended()
+        self._inner._reset(loader, first_iter)
+
+    @property
+    def path(self) -> str:
+        return self._recorder.path
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def __getstate__(self) -> Any:
+        return self._inner.__getstate__()  # torch's iterators refuse to be pickled
