@@ -110,14 +110,17 @@ void register_gather(py::module_& m) {
            py::arg("unbatched"))
       .def(
           "submit",
-          [](GatherLoader& g, py::handle indices) -> py::object {
+          [](GatherLoader& g, py::handle indices) -> py::tuple {
             auto batch = as_index_batch(indices, g.options().unbatched);
-            if (!batch) return py::none();  // not plain integers: the caller uses torch
-            return py::int_(g.submit(std::move(*batch)));
+            // Indices that are not plain integers still take a place in line (an empty
+            // batch, which comes back rejected): the caller fetches them through torch.
+            const bool plain = batch.has_value();
+            const int64_t seq = g.submit(plain ? std::move(*batch) : std::vector<int64_t>{});
+            return py::make_tuple(seq, plain);
           },
           py::arg("indices"),
-          "Queues a batch of indices; returns its sequence number, or None when the "
-          "indices are not plain integers.")
+          "Queues a batch of indices; returns (seq, plain). When the indices are not plain "
+          "integers (plain is False) the batch comes back rejected, in its place.")
       .def(
           "next",
           [](GatherLoader& g, double timeout_s) -> py::object {
@@ -145,11 +148,11 @@ void register_gather(py::module_& m) {
               columns = py::cast(std::move(out.columns));
             }
             return py::make_tuple(out.seq, columns, out.rejected_position, out.error,
-                                  out.gather_seconds);
+                                  out.gather_seconds, py::cast(std::move(out.indices)));
           },
           py::arg("timeout_s"),
           "Waits for the next batch (timeout_s <= 0: no limit): (seq, [tensors] or None, "
-          "rejected_position, error, gather_seconds); None on timeout.")
+          "rejected_position, error, gather_seconds, indices); None on timeout.")
       .def("close", &GatherLoader::close, py::call_guard<py::gil_scoped_release>())
       .def_property_readonly("in_flight", &GatherLoader::in_flight)
       .def_property_readonly("num_threads",

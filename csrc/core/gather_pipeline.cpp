@@ -63,33 +63,35 @@ GatherPipeline::~GatherPipeline() { close(); }
 int64_t GatherPipeline::submit(std::vector<int64_t> indices) {
   int64_t seq;
   {
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::lock_guard<std::mutex> lock(sync_->mutex);
     FERRY_CHECK(!closed_, "the native gather is closed");
     FERRY_CHECK(submitted_ - taken_ < static_cast<int64_t>(max_in_flight_),
                 "more than ", max_in_flight_, " batches in flight");
     seq = submitted_++;
   }
   const bool queued = pool_->submit(
-      [this, seq, indices = std::move(indices)] { gather(seq, indices); });
+      [this, seq, indices = std::move(indices)]() mutable { gather(seq, std::move(indices)); });
   FERRY_CHECK(queued, "the native gather is closed");
   return seq;
 }
 
-void GatherPipeline::gather(int64_t seq, const std::vector<int64_t>& indices) {
+void GatherPipeline::gather(int64_t seq, std::vector<int64_t> indices) {
   const auto started = std::chrono::steady_clock::now();
   Batch batch;
   batch.seq = seq;
   batch.rows = static_cast<int64_t>(indices.size());
+  batch.indices = std::move(indices);
+  const std::vector<int64_t>& idx = batch.indices;
   try {
-    std::vector<RowRef> refs(indices.size());
-    for (size_t i = 0; i < indices.size(); ++i) {
-      if (!plan_.resolve(indices[i], &refs[i])) {
+    std::vector<RowRef> refs(idx.size());
+    for (size_t i = 0; i < idx.size(); ++i) {
+      if (!plan_.resolve(idx[i], &refs[i])) {
         batch.rejected_position = static_cast<int64_t>(i);
         finish(std::move(batch));
         return;
       }
     }
-    if (indices.empty()) {  // default_collate([]) raises in torch
+    if (idx.empty()) {  // default_collate([]) raises in torch
       batch.rejected_position = 0;
       finish(std::move(batch));
       return;
@@ -128,7 +130,7 @@ void GatherPipeline::gather(int64_t seq, const std::vector<int64_t>& indices) {
 
 void GatherPipeline::finish(Batch batch) {
   {
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::lock_guard<std::mutex> lock(sync_->mutex);
     if (closed_) {
       if (batch.buffer) ring_->release(batch.buffer.get());
       return;
@@ -136,11 +138,11 @@ void GatherPipeline::finish(Batch batch) {
     const int64_t seq = batch.seq;
     ready_.emplace(seq, std::move(batch));
   }
-  ready_cv_.notify_all();
+  sync_->ready_cv.notify_all();
 }
 
 std::optional<Batch> GatherPipeline::next(double timeout_s) {
-  std::unique_lock<std::mutex> lock(mutex_);
+  std::unique_lock<std::mutex> lock(sync_->mutex);
   FERRY_CHECK(!closed_, "the native gather is closed");
   FERRY_CHECK(taken_ < submitted_, "next() called with no batch in flight");
   auto have_one = [&] {
@@ -149,9 +151,9 @@ std::optional<Batch> GatherPipeline::next(double timeout_s) {
   if (timeout_s > 0) {
     const auto deadline =
         std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
-    if (!ready_cv_.wait_until(lock, deadline, have_one)) return std::nullopt;
+    if (!sync_->ready_cv.wait_until(lock, deadline, have_one)) return std::nullopt;
   } else {
-    ready_cv_.wait(lock, have_one);
+    sync_->ready_cv.wait(lock, have_one);
   }
   FERRY_CHECK(!closed_, "the native gather was closed while waiting for a batch");
   auto it = in_order_ ? ready_.find(next_seq_) : ready_.begin();
@@ -167,21 +169,26 @@ void GatherPipeline::release(const Batch& batch) {
 }
 
 void GatherPipeline::close() {
-  std::lock_guard<std::mutex> closing(close_mutex_);
+  if (pool_->forked()) {  // see ThreadPool::forked(): touch no lock, join nothing
+    pool_->shutdown();
+    (void)sync_.release();  // leaked on purpose, see sync_
+    return;
+  }
+  std::lock_guard<std::mutex> closing(sync_->close_mutex);
   {
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::lock_guard<std::mutex> lock(sync_->mutex);
     if (closed_) return;
     closed_ = true;
     for (auto& [seq, batch] : ready_) release(batch);
     ready_.clear();
   }
   stopping_.store(true);
-  ready_cv_.notify_all();
+  sync_->ready_cv.notify_all();
   pool_->shutdown();
 }
 
 int64_t GatherPipeline::in_flight() const {
-  std::lock_guard<std::mutex> lock(mutex_);
+  std::lock_guard<std::mutex> lock(sync_->mutex);
   return submitted_ - taken_;
 }
 

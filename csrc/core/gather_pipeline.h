@@ -34,6 +34,7 @@ struct BatchLayout {
 struct Batch {
   int64_t seq = -1;
   int64_t rows = 0;
+  std::vector<int64_t> indices;  // as submitted
   std::shared_ptr<Buffer> buffer;  // claimed from the ring; null when the batch failed
   BatchLayout layout;
   // When torch itself would reject the batch (an index out of range, an empty batch):
@@ -66,7 +67,8 @@ class GatherPipeline {
   void release(const Batch& batch);
 
   // Stops the threads: queued batches are dropped, a running one stops at its next row
-  // block, waiters in next() are woken with an error. Idempotent.
+  // block, waiters in next() are woken with an error. Idempotent. In a forked child it
+  // only lets go of the (parent's) threads.
   void close();
 
   int64_t in_flight() const;
@@ -74,7 +76,7 @@ class GatherPipeline {
   const std::vector<int64_t>& row_bytes() const { return row_bytes_; }
 
  private:
-  void gather(int64_t seq, const std::vector<int64_t>& indices);
+  void gather(int64_t seq, std::vector<int64_t> indices);
   void finish(Batch batch);
 
   const IndexPlan plan_;
@@ -86,11 +88,15 @@ class GatherPipeline {
   const bool in_order_;
 
   std::atomic<bool> stopping_{false};
-  // Held for the whole of close(), so that a second close() (or the destructor's) returns
-  // only once the threads are joined. Never taken together with mutex_ held.
-  std::mutex close_mutex_;
-  mutable std::mutex mutex_;
-  std::condition_variable ready_cv_;
+  struct Sync {
+    mutable std::mutex mutex;  // guards everything below `sync_`
+    std::condition_variable ready_cv;
+    // Held for the whole of close(), so that a second close() (or the destructor's)
+    // returns only once the threads are joined. Never taken with `mutex` held.
+    std::mutex close_mutex;
+  };
+  // Behind a pointer so that a forked child can leak it (see ThreadPool::tasks_).
+  std::unique_ptr<Sync> sync_ = std::make_unique<Sync>();
   std::map<int64_t, Batch> ready_;
   int64_t submitted_ = 0;
   int64_t taken_ = 0;

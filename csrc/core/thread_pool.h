@@ -3,7 +3,10 @@
 // finish and joins every thread: tasks must therefore not block indefinitely.
 #pragma once
 
+#include <sys/types.h>
+
 #include <functional>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -27,16 +30,24 @@ class ThreadPool {
   // escaping exception is a bug in the caller and terminates, as std::thread would.
   bool submit(Task task);
 
-  // Idempotent. Call it from the owning thread (never from a pool thread).
+  // Idempotent. Call it from the owning thread (never from a pool thread). In a process
+  // forked from the owner it only lets go of the threads, which do not exist there.
   void shutdown();
+
+  // True in a child forked from the process that made this pool: its threads, and any
+  // lock they held at the fork, exist only in the parent.
+  bool forked() const;
 
   size_t num_threads() const { return threads_.size(); }
 
  private:
   void run();
 
-  BoundedQueue<Task> tasks_;
+  // Behind a pointer so that a forked child can leak it: destroying a condition variable
+  // that the parent's threads were waiting on blocks forever in glibc.
+  std::unique_ptr<BoundedQueue<Task>> tasks_;
   std::vector<std::thread> threads_;
+  const pid_t owner_pid_;
 };
 
 }  // namespace ferry

@@ -28,8 +28,8 @@ GatherLoader::GatherLoader(IndexPlan plan, std::vector<std::vector<StridedArray>
 }
 
 DeliveredBatch GatherLoader::deliver(Batch batch) {
-  DeliveredBatch out{batch.seq, {}, batch.rejected_position, std::move(batch.error),
-                     batch.gather_seconds};
+  DeliveredBatch out{batch.seq, std::move(batch.indices), {}, batch.rejected_position,
+                     std::move(batch.error), batch.gather_seconds};
   if (batch.buffer) {
     const auto& buffer = static_cast<const TensorBuffer&>(*batch.buffer);
     out.columns.reserve(columns_.size());

@@ -28,6 +28,7 @@ struct GatherOptions {
 
 struct DeliveredBatch {
   int64_t seq;
+  std::vector<int64_t> indices;
   std::vector<at::Tensor> columns;  // empty when the batch failed
   int64_t rejected_position;        // see Batch
   std::string error;

@@ -9,7 +9,6 @@ path.
 
 from __future__ import annotations
 
-import collections
 import os
 import weakref
 from dataclasses import dataclass, field
@@ -166,10 +165,14 @@ class NativeIter(_BaseDataLoaderIter):
             in_order=loader.in_order or loader.num_workers == 0,
             unbatched=not self._auto_collation,
         )
+        # Stops the threads when the iterator goes (in a forked child that inherited it,
+        # the C++ side only lets go of threads that exist in the parent alone).
         self._finalizer = weakref.finalize(self, self._gather.close)
-        # Batches submitted and not yet delivered, in submission order: (seq, indices);
-        # seq is None for a batch whose indices are not plain integers (torch fetches it).
-        self._pending: collections.deque[tuple[int | None, Any]] = collections.deque()
+        # Batches whose indices are not plain integers: torch fetches them, in their turn.
+        # Everything else about the batches in flight is kept by the C++ pipeline, which
+        # returns each batch with its indices: no Python state can fall out of step with
+        # it (a KeyboardInterrupt may land between any two bytecodes).
+        self._passthrough: dict[int, Any] = {}
         self._sampler_done = False
         self._torch_fetcher = _MapDatasetFetcher(
             self._dataset, self._auto_collation, self._collate_fn, self._drop_last
@@ -178,29 +181,29 @@ class NativeIter(_BaseDataLoaderIter):
             self._refill()
 
     def _refill(self) -> None:
-        while not self._sampler_done and len(self._pending) < self._depth:
+        while not self._sampler_done and self._gather.in_flight < self._depth:
             try:
                 index = self._next_index()
             except StopIteration:
                 self._sampler_done = True
                 break
-            self._pending.append((self._gather.submit(index), index))
+            seq, plain = self._gather.submit(index)
+            if not plain:
+                self._passthrough[seq] = index
 
     def _next_data(self) -> Any:
         self._refill()
-        if not self._pending:
+        if self._gather.in_flight == 0:
             if not self._persistent_workers:
                 self._shutdown()
             raise StopIteration
-        seq, index = self._pending[0]
-        if seq is None:
-            self._pending.popleft()
-            return self._torch_fetch(index)
         got = self._gather.next(float(self._timeout))
         if got is None:
             raise RuntimeError(f"DataLoader timed out after {self._timeout} seconds")
-        seq, columns, rejected, error, self.last_produce_s = got
-        index = self._take_pending(seq)
+        seq, columns, rejected, error, self.last_produce_s, indices = got
+        index = self._passthrough.pop(seq, None)
+        if index is None:
+            index = indices if self._auto_collation else indices[0]
         if error:
             raise RuntimeError(
                 f"ferry native gather failed on batch {seq} (sampler indices {index!r}): {error}"
@@ -208,15 +211,6 @@ class NativeIter(_BaseDataLoaderIter):
         if columns is None:  # torch rejects this batch: let torch raise its own error
             return self._torch_fetch(index)
         return self._to_device(columns)
-
-    def _take_pending(self, seq: int) -> Any:
-        if self._pending[0][0] == seq:
-            return self._pending.popleft()[1]
-        for k, (s, index) in enumerate(self._pending):  # in_order=False
-            if s == seq:
-                del self._pending[k]
-                return index
-        raise AssertionError(f"ferry: batch {seq} was never submitted")
 
     def _torch_fetch(self, index: Any) -> Any:
         data = self._torch_fetcher.fetch(index)
@@ -232,16 +226,17 @@ class NativeIter(_BaseDataLoaderIter):
     def _reset(self, loader: Any, first_iter: bool = False) -> None:
         super()._reset(loader, first_iter)
         # A persistent iterator starts a new epoch: drop what the last one left in flight.
-        while self._pending:
-            seq, _ = self._pending.popleft()
-            if seq is not None:
-                self._gather.next(0.0)
+        while self._gather.in_flight:
+            self._gather.next(0.0)
+        self._passthrough.clear()
         self._sampler_done = False
         if self._num_workers > 0:
             self._refill()
 
     def _shutdown(self) -> None:
-        self._finalizer()
+        finalizer = getattr(self, "_finalizer", None)  # absent when __init__ failed
+        if finalizer is not None:
+            finalizer()
 
     def __del__(self) -> None:
         self._shutdown()

@@ -7,6 +7,7 @@
 // by the per-case watchdog.
 #include <sys/mman.h>
 #include <sys/wait.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -2020,4 +2021,49 @@ FERRY_TEST(shared_ring_works_across_a_fork) {
   int status = 0;
   REQUIRE(::waitpid(pid, &status, 0) == pid);
   EXPECT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+FERRY_TEST(gather_pipeline_in_a_forked_child_closes_without_hanging) {
+  // A child forked while the pipeline's threads wait (a DataLoader worker forked by
+  // another loader) may destroy its copy: that must neither join the parent's threads
+  // nor wait on locks they hold.
+  std::vector<uint8_t> data(16 * 4);
+  std::vector<std::vector<ferry::StridedArray>> leaves(1);
+  leaves[0].emplace_back(data.data(), std::vector<int64_t>{16, 4}, std::vector<int64_t>{4, 1}, 1);
+  ferry::IndexPlan plan;
+  plan.add_leaf(0, 16);
+  auto ring = std::make_shared<ferry::StagingRing>(
+      4, [](size_t n) -> std::shared_ptr<ferry::Buffer> {
+        struct Vec : ferry::Buffer {
+          explicit Vec(size_t n) : v(n) {}
+          uint8_t* data() override { return v.data(); }
+          size_t size() const override { return v.size(); }
+          bool in_use() const override { return false; }
+          std::vector<uint8_t> v;
+        };
+        return std::make_shared<Vec>(n);
+      });
+  auto pipeline = std::make_unique<ferry::GatherPipeline>(std::move(plan), std::move(leaves), 2, 4,
+                                                          ring, true);
+  pipeline->submit({1, 2, 3});
+  REQUIRE(pipeline->next(5.0).has_value());
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    pipeline.reset();  // would hang in join() without the fork guard
+    ::_exit(0);
+  }
+  int status = 0;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  pid_t done = 0;
+  while ((done = ::waitpid(pid, &status, WNOHANG)) == 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  if (done == 0) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, &status, 0);
+  }
+  EXPECT(done == pid, "the child hung destroying its copy of the pipeline");
+  EXPECT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  pipeline->close();  // the parent's own pipeline still closes normally
 }
