@@ -71,6 +71,12 @@ int32_t SharedRingView::claim() {
   return -1;
 }
 
+bool SharedRingView::transition(uint32_t i, SlotState from, SlotState to) {
+  int32_t expected = static_cast<int32_t>(from);
+  return std::atomic_ref<int32_t>(*state_word(i))
+      .compare_exchange_strong(expected, static_cast<int32_t>(to), std::memory_order_acq_rel);
+}
+
 void SharedRingView::set(uint32_t i, SlotState state) {
   std::atomic_ref<int32_t>(*state_word(i)).store(static_cast<int32_t>(state),
                                                  std::memory_order_release);

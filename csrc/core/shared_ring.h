@@ -37,6 +37,8 @@ class SharedRingView {
 
   // A FREE slot, now FILLING; -1 when none is free.
   int32_t claim();
+  // Moves slot i from `from` to `to`; false (nothing changed) when it was not in `from`.
+  bool transition(uint32_t i, SlotState from, SlotState to);
   void set(uint32_t i, SlotState state);
   SlotState get(uint32_t i) const;
   uint32_t count(SlotState state) const;

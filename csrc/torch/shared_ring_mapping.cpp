@@ -95,6 +95,10 @@ std::vector<at::Tensor> SharedRingMapping::take(uint32_t slot, const std::vector
                                                 bool copy) {
   uint8_t* base = ring_.slot(slot);
   for (const auto& ref : refs) checked_extent(ref, ring_.slot_bytes());
+  // Only a published batch may be taken, and only once: two sets of tensors sharing one
+  // slot's memory would be silent corruption.
+  FERRY_CHECK(ring_.transition(slot, SlotState::kReady, SlotState::kHeld), "slot ", slot,
+              " holds no published batch (state ", static_cast<int>(ring_.get(slot)), ")");
   std::vector<at::Tensor> out;
   out.reserve(refs.size());
   if (copy) {
@@ -106,7 +110,6 @@ std::vector<at::Tensor> SharedRingMapping::take(uint32_t slot, const std::vector
     ring_.set(slot, SlotState::kFree);
     return out;
   }
-  ring_.set(slot, SlotState::kHeld);
   auto lease = std::make_shared<SlotLease>(shared_from_this(), slot);
   for (const auto& ref : refs) {
     out.push_back(at::from_blob(base + ref.offset, ref.sizes, ref.strides,

@@ -16,7 +16,18 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import ConcatDataset, Dataset, Subset, TensorDataset
+from torch.utils.data import (
+    BatchSampler,
+    ConcatDataset,
+    Dataset,
+    DistributedSampler,
+    RandomSampler,
+    SequentialSampler,
+    Subset,
+    SubsetRandomSampler,
+    TensorDataset,
+    WeightedRandomSampler,
+)
 from torch.utils.data._utils.fetch import _MapDatasetFetcher
 from torch.utils.data.dataloader import _BaseDataLoaderIter
 
@@ -48,7 +59,8 @@ def _uses_stock_item_access(ds: Dataset, base: type) -> bool:
 
 def _tensor_column(t: torch.Tensor) -> tuple[ArraySpec, Column] | None:
     if (
-        t.device.type != "cpu"
+        type(t) is not torch.Tensor  # a subclass: torch's batches keep its type
+        or t.device.type != "cpu"
         or t.layout != torch.strided
         or t.requires_grad
         or t.is_conj()
@@ -128,6 +140,24 @@ def build_plan(dataset: Dataset) -> NativePlan | None:
     return plan if visit(dataset) is not None else None
 
 
+# Samplers whose indices depend only on their own state and generator: drawing them a few
+# batches ahead of the consumer gives the same indices as drawing them on demand.
+_STOCK_SAMPLERS = (
+    SequentialSampler,
+    RandomSampler,
+    SubsetRandomSampler,
+    WeightedRandomSampler,
+    DistributedSampler,
+)
+
+
+def may_draw_ahead(index_sampler: Any) -> bool:
+    """Whether the sampler can be run ahead of the consumer without changing its indices
+    (a sampler reading the global RNG or the training loop's state cannot)."""
+    sampler = index_sampler.sampler if type(index_sampler) is BatchSampler else index_sampler
+    return type(sampler) in _STOCK_SAMPLERS
+
+
 def default_threads() -> int:
     try:
         cpus = len(os.sched_getaffinity(0))
@@ -153,6 +183,8 @@ class NativeIter(_BaseDataLoaderIter):
         C = _ext.load()
         threads = loader.num_workers or default_threads()
         self._depth = max(1, (loader.prefetch_factor or 2) * threads)
+        if loader.num_workers == 0 and not may_draw_ahead(self._index_sampler):
+            self._depth = 1  # torch without workers draws each batch when it is asked for
         self._device = device if device is not None and device.type != "cpu" else None
         self._plan = plan
         self._gather = C.GatherLoader(

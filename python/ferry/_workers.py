@@ -30,7 +30,9 @@ from typing import Any
 
 import torch
 from torch.utils.data import get_worker_info
+from torch.utils.data import _utils
 from torch.utils.data._utils import MP_STATUS_CHECK_INTERVAL
+from torch.utils.data._utils.pin_memory import pin_memory
 from torch.utils.data._utils.collate import (
     collate,
     collate_tensor_fn,
@@ -107,7 +109,10 @@ def _stack_into_slot(arena: _Arena | None, batch: Any, *, collate_fn_map: Any = 
     elem = batch[0]
     if elem.is_nested or elem.layout != torch.strided or elem.device.type != "cpu":
         return collate_tensor_fn(batch, collate_fn_map=collate_fn_map)  # torch's errors
-    out = arena.alloc(elem.dtype, (len(batch), *elem.shape)) if arena is not None else None
+    shape = (len(batch), *elem.shape)
+    out = arena.alloc(elem.dtype, shape) if arena is not None else None
+    if out is None:  # like torch's workers: an output of the first element's dtype
+        out = torch.empty(shape, dtype=elem.dtype)
     return torch.stack(batch, 0, out=out)
 
 
@@ -157,20 +162,34 @@ class _WorkerState:
         pickler = _TensorsByReference(buf)
         pickler.dump(data)
         tensors = pickler.tensors
+        own_slot = -1  # a slot claimed here, to give back if packing fails
         if self.ring is None and tensors:
             self.create_ring(tensors)
-            slot, arena = self.claim()
-        refs: list[Any] = []
-        for t in tensors:
-            ref = self._reference(t, arena)
-            refs.append(ref if ref is not None else pickle.dumps(t, pickle.HIGHEST_PROTOCOL))
+            slot, arena = own_slot, _ = self.claim()
+        try:
+            refs: list[Any] = []
+            for t in tensors:
+                ref = self._reference(t, arena)
+                refs.append(ref if ref is not None else pickle.dumps(t, pickle.HIGHEST_PROTOCOL))
+        except BaseException:
+            self.release(own_slot)
+            raise
         if slot >= 0:
             self.ring.set(slot, _ext.load().SlotState.READY)
         return Packed(self.worker, slot, buf.getvalue(), refs)
 
     @staticmethod
     def _reference(t: torch.Tensor, arena: _Arena | None) -> tuple | None:
-        if arena is None or t.requires_grad or t.is_conj() or t.is_neg():
+        """Where `t` lives in the slot (copied there if needed); None to pickle it."""
+        if (
+            arena is None
+            or t.layout != torch.strided
+            or t.device.type != "cpu"
+            or t.is_quantized
+            or t.requires_grad
+            or t.is_conj()
+            or t.is_neg()
+        ):
             return None
         offset = arena.offset_of(t)
         if offset is None or any(s < 0 for s in t.stride()):
@@ -293,6 +312,8 @@ class WorkerIter(_MultiProcessingDataLoaderIter):
         if isinstance(data, Packed):
             self.last_produce_s = data.produce_s
             data = self._unpack(data)
+            if self._pin_memory:  # torch's pin thread only saw the Packed
+                data = pin_memory(data, self._pin_memory_device)
         elif isinstance(data, ExceptionWrapper) and indices is not None:
             # torch names the worker; ferry adds what it was doing.
             data.where += f" while fetching and collating sample indices {indices!r}"
@@ -339,8 +360,11 @@ class WorkerIter(_MultiProcessingDataLoaderIter):
         """Raises naming the first dead worker. With `cause` (torch already reported a
         death and marked the worker unavailable) every worker counts."""
         for wid, w in enumerate(self._workers):
-            if cause is None and not self._workers_status[wid]:
-                continue
+            if not self._workers_status[wid]:
+                # torch marks a worker unavailable when its iterable ended, and also when
+                # it reports that worker dead: only the latter has died abnormally.
+                if cause is None or w.exitcode in (None, 0):
+                    continue
             if not w.is_alive():  # polls, so the exit code is known
                 raise RuntimeError(
                     f"DataLoader worker {wid} (pid {w.pid}) {_describe_exit(w.exitcode)}"
@@ -353,9 +377,13 @@ class WorkerIter(_MultiProcessingDataLoaderIter):
         # is one), the garbage collector has already finalized those queues, the message
         # never leaves, and each worker costs the full 5 s. Here workers get
         # _STOP_GRACE_SECONDS in all to exit on their own, then are terminated.
-        from torch.utils.data import _utils
-
-        if not self._shutdown and _utils.python_exit_status is False:
+        # With a pin-memory thread torch must stop that thread first (a worker terminated
+        # mid-message could leave it blocked), so the quick path is for its absence.
+        if (
+            not self._shutdown
+            and _utils.python_exit_status is False
+            and not hasattr(self, "_pin_memory_thread")
+        ):
             self._workers_done_event.set()
             for wid, q in enumerate(self._index_queues):
                 if self._workers_status[wid] or self._persistent_workers:

@@ -119,6 +119,9 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
             self._dataset_kind != _DatasetKind.Map
             or self.collate_fn is not default
             or (self.num_workers == 0 and self.timeout != 0)  # torch rejects this: let it
+            # worker_init_fn runs in torch's worker processes, and its effects and errors
+            # are the user's to see: the native path has no worker processes.
+            or (self.num_workers > 0 and self.worker_init_fn is not None)
         ):
             return None
         return _native.build_plan(self.dataset)
