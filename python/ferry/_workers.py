@@ -33,6 +33,7 @@ from torch.utils.data import get_worker_info
 from torch.utils.data import _utils
 from torch.utils.data._utils import MP_STATUS_CHECK_INTERVAL
 from torch.utils.data._utils.pin_memory import pin_memory
+from torch.utils.data._utils.worker import _IterableDatasetStopIteration
 from torch.utils.data._utils.collate import (
     collate,
     collate_tensor_fn,
@@ -287,6 +288,7 @@ class WorkerIter(_MultiProcessingDataLoaderIter):
         nslots = min((loader.prefetch_factor or 2) + _EXTRA_SLOTS, 256)
         # The sampler indices of each task in flight, to name them when it fails.
         self._task_indices: dict[int, Any] = {}
+        self._ended_workers: set[int] = set()  # workers whose IterableDataset ran out
         self._last_index: Any = None
         collate_fn = RingCollate(loader.collate_fn, self._ring_fds, nslots)
         try:
@@ -309,6 +311,8 @@ class WorkerIter(_MultiProcessingDataLoaderIter):
     def _get_data(self) -> Any:
         idx, data = super()._get_data()
         indices = self._task_indices.pop(idx, None) if isinstance(idx, int) else None
+        if isinstance(data, _IterableDatasetStopIteration):
+            self._ended_workers.add(data.worker_id)
         if isinstance(data, Packed):
             self.last_produce_s = data.produce_s
             data = self._unpack(data)
@@ -338,6 +342,10 @@ class WorkerIter(_MultiProcessingDataLoaderIter):
             ring = self._rings[worker] = _ext.load().SharedRing.attach(self._ring_fds[worker])
         return ring
 
+    def _reset(self, loader: Any, first_iter: bool = False) -> None:
+        super()._reset(loader, first_iter)
+        self._ended_workers.clear()  # persistent workers start the new epoch afresh
+
     # --- failures -------------------------------------------------------------------
     def _try_get_data(self, timeout: float = MP_STATUS_CHECK_INTERVAL) -> tuple[bool, Any]:
         # torch checks on its workers every 5 s; a dead worker is reported within
@@ -360,11 +368,10 @@ class WorkerIter(_MultiProcessingDataLoaderIter):
         """Raises naming the first dead worker. With `cause` (torch already reported a
         death and marked the worker unavailable) every worker counts."""
         for wid, w in enumerate(self._workers):
-            if not self._workers_status[wid]:
-                # torch marks a worker unavailable when its iterable ended, and also when
-                # it reports that worker dead: only the latter has died abnormally.
-                if cause is None or w.exitcode in (None, 0):
-                    continue
+            # torch marks a worker unavailable when its iterable ended (it then exits
+            # normally) and when it reports it dead: only the latter counts here.
+            if wid in self._ended_workers or (cause is None and not self._workers_status[wid]):
+                continue
             if not w.is_alive():  # polls, so the exit code is known
                 raise RuntimeError(
                     f"DataLoader worker {wid} (pid {w.pid}) {_describe_exit(w.exitcode)}"
