@@ -110,6 +110,23 @@ def test_slots_are_reused_when_batches_are_dropped():
     assert it._gather.ring_slots <= it._gather.max_in_flight + 2
 
 
+@pytest.mark.parametrize("touch", ["untyped_storage", "deepcopy", "numpy"])
+def test_slots_are_reused_after_python_looked_at_a_batch(touch):
+    """Python keeps a storage's refcount raised once it has seen the storage object: the
+    ring must not take that for a view that is still alive."""
+    import copy
+
+    it = iter(ferry.DataLoader(DS, batch_size=8, num_workers=2))
+    for x, y in it:
+        if touch == "untyped_storage":
+            x.untyped_storage().data_ptr()
+        elif touch == "deepcopy":
+            copy.deepcopy(y)
+        else:
+            x.numpy().sum()
+    assert it._gather.ring_untracked_allocations == 0
+
+
 def test_views_keep_their_slot_alive():
     """A tensor derived from a batch (a view, a numpy array) pins the slot too."""
     it = iter(ferry.DataLoader(DS, batch_size=4, num_workers=1, prefetch_factor=1))

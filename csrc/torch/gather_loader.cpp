@@ -31,7 +31,7 @@ DeliveredBatch GatherLoader::deliver(Batch batch) {
   DeliveredBatch out{batch.seq, std::move(batch.indices), {}, batch.rejected_position,
                      std::move(batch.error), batch.gather_seconds};
   if (batch.buffer) {
-    const auto& buffer = static_cast<const TensorBuffer&>(*batch.buffer);
+    auto& buffer = static_cast<TensorBuffer&>(*batch.buffer);
     out.columns.reserve(columns_.size());
     for (size_t c = 0; c < columns_.size(); ++c) {
       std::vector<int64_t> sizes;

@@ -6,10 +6,16 @@ namespace ferry {
 
 TensorBuffer::TensorBuffer(size_t nbytes, bool pinned)
     : tensor_(at::empty({static_cast<int64_t>(nbytes)},
-                        at::TensorOptions().dtype(at::kByte).pinned_memory(pinned))) {}
+                        at::TensorOptions().dtype(at::kByte).pinned_memory(pinned))),
+      pinned_(pinned) {}
+
+bool TensorBuffer::in_use() const {
+  if (pinned_) return tensor_.storage().use_count() > 1;
+  return views_.load(std::memory_order_acquire) > 0;
+}
 
 at::Tensor TensorBuffer::view(int64_t byte_offset, at::ScalarType dtype,
-                              at::IntArrayRef sizes) const {
+                              at::IntArrayRef sizes) {
   const int64_t itemsize = static_cast<int64_t>(c10::elementSize(dtype));
   FERRY_CHECK(byte_offset % itemsize == 0, "column offset ", byte_offset,
               " is not aligned to its item size ", itemsize);
@@ -19,8 +25,21 @@ at::Tensor TensorBuffer::view(int64_t byte_offset, at::ScalarType dtype,
     strides[d] = stride;
     stride *= sizes[d];
   }
-  return at::empty({0}, tensor_.options().dtype(dtype).pinned_memory(false))
-      .set_(tensor_.storage(), byte_offset / itemsize, sizes, strides);
+  if (pinned_) {
+    return at::empty({0}, tensor_.options().dtype(dtype).pinned_memory(false))
+        .set_(tensor_.storage(), byte_offset / itemsize, sizes, strides);
+  }
+  views_.fetch_add(1, std::memory_order_relaxed);
+  auto self = shared_from_this();  // the memory outlives the ring while viewed
+  try {
+    return at::from_blob(
+        data() + byte_offset, sizes, strides,
+        [self](void*) { self->views_.fetch_sub(1, std::memory_order_release); },
+        at::TensorOptions().dtype(dtype));
+  } catch (...) {
+    views_.fetch_sub(1, std::memory_order_release);
+    throw;
+  }
 }
 
 BufferFactory tensor_buffer_factory(bool pinned) {

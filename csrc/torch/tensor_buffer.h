@@ -1,11 +1,18 @@
 // A staging buffer allocated by torch (plain CPU memory, or page-locked through torch's
 // caching host allocator), and the tensors that view one of its columns.
-// A TensorBuffer is in use while any tensor other than its own shares its storage, so a
-// batch handed to the user keeps its slot until the user's last view of it dies.
+// A TensorBuffer is in use while any tensor viewing it lives, so a batch handed to the
+// user keeps its slot until the user's last view of it dies:
+// * plain buffers hand out views with storages of their own, each holding a count on the
+//   buffer (a count nothing else can raise: Python keeps a storage's refcount up once it
+//   has looked at it, which would keep a shared storage "in use" for ever);
+// * pinned buffers hand out views of their own storage, so that torch's caching host
+//   allocator knows the memory and keeps it for the user's non_blocking copies; they are
+//   never reused by the ring (capacity 0), so in_use() does not matter for them.
 #pragma once
 
 #include <ATen/ATen.h>
 
+#include <atomic>
 #include <memory>
 #include <vector>
 
@@ -13,20 +20,22 @@
 
 namespace ferry {
 
-class TensorBuffer final : public Buffer {
+class TensorBuffer final : public Buffer, public std::enable_shared_from_this<TensorBuffer> {
  public:
   TensorBuffer(size_t nbytes, bool pinned);
 
   uint8_t* data() override { return tensor_.data_ptr<uint8_t>(); }
   size_t size() const override { return static_cast<size_t>(tensor_.numel()); }
-  bool in_use() const override { return tensor_.storage().use_count() > 1; }
+  bool in_use() const override;
 
-  // A tensor of `dtype` and `sizes` (C-contiguous) over the bytes at `byte_offset`,
-  // sharing this buffer's storage. `byte_offset` must be a multiple of the item size.
-  at::Tensor view(int64_t byte_offset, at::ScalarType dtype, at::IntArrayRef sizes) const;
+  // A tensor of `dtype` and `sizes` (C-contiguous) over the bytes at `byte_offset`.
+  // `byte_offset` must be a multiple of the item size.
+  at::Tensor view(int64_t byte_offset, at::ScalarType dtype, at::IntArrayRef sizes);
 
  private:
   at::Tensor tensor_;  // uint8, one dimension
+  const bool pinned_;
+  std::atomic<int64_t> views_{0};  // live views of a plain buffer
 };
 
 // The factory a StagingRing uses to allocate TensorBuffers.
