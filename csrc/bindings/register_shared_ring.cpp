@@ -29,6 +29,8 @@ void register_shared_ring(py::module_& m) {
       .def("get", [](SharedRingMapping& r, uint32_t i) { return r.ring().get(i); })
       .def("count", [](SharedRingMapping& r, SlotState s) { return r.ring().count(s); })
       .def("slot_tensor", &SharedRingMapping::slot_tensor, py::arg("slot"))
+      .def("release_unheld", &SharedRingMapping::release_unheld,
+           "Returns the memory of every slot not held by the user's tensors.")
       .def(
           "take",
           [](SharedRingMapping& r, uint32_t slot, const py::list& refs, bool copy) {

@@ -53,7 +53,18 @@ void* SharedRingMapping::map(int fd, size_t bytes) {
   void* base = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   FERRY_CHECK(base != MAP_FAILED, "mmap of ", bytes, " bytes of shared ring failed: ",
               std::strerror(errno));
+  // Processes forked later (other loaders' workers) must not inherit the mapping: they
+  // would keep its memory alive as long as they live.
+  ::madvise(base, bytes, MADV_DONTFORK);
   return base;
+}
+
+void SharedRingMapping::release_unheld() {
+  for (uint32_t i = 0; i < ring_.nslots(); ++i) {
+    if (ring_.get(i) != SlotState::kHeld) {
+      ::madvise(ring_.slot(i), ring_.slot_bytes(), MADV_REMOVE);
+    }
+  }
 }
 
 std::shared_ptr<SharedRingMapping> SharedRingMapping::create(int fd, size_t slot_bytes,

@@ -38,6 +38,9 @@ class SharedRingMapping : public std::enable_shared_from_this<SharedRingMapping>
   size_t mapped_bytes() const { return bytes_; }
 
   at::Tensor slot_tensor(uint32_t slot);
+  // Gives the memory of every slot not HELD back to the system (its contents are lost):
+  // for when no more batches will be taken, while the user may still hold some.
+  void release_unheld();
   std::vector<at::Tensor> take(uint32_t slot, const std::vector<TensorRef>& refs, bool copy);
 
  private:

@@ -24,6 +24,7 @@ import os
 import pickle
 import signal
 import time
+import weakref
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -262,6 +263,24 @@ class _LoaderWithCollate:
         return getattr(self._loader, name)
 
 
+# Iterators with ring fds open, and the one whose workers are being started now.
+_live_iterators: weakref.WeakSet[WorkerIter] = weakref.WeakSet()
+_starting: WorkerIter | None = None
+
+
+def _after_fork_in_child() -> None:
+    """A forked child keeps only the ring fds of the iterator that started it (if any):
+    the others' would keep their shared memory alive as long as the child lives."""
+    for it in list(_live_iterators):
+        if it is not _starting:
+            fds, it._ring_fds = it._ring_fds, []
+            for fd in fds:
+                os.close(fd)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _describe_exit(code: int | None) -> str:
     if code is not None and code < 0:
         try:
@@ -291,11 +310,16 @@ class WorkerIter(_MultiProcessingDataLoaderIter):
         self._ended_workers: set[int] = set()  # workers whose IterableDataset ran out
         self._last_index: Any = None
         collate_fn = RingCollate(loader.collate_fn, self._ring_fds, nslots)
+        global _starting
+        _live_iterators.add(self)
+        _starting = self  # its forked workers keep its ring fds (see _after_fork_in_child)
         try:
             super().__init__(_LoaderWithCollate(loader, collate_fn))
         except BaseException:
             self._close_ring_fds()
             raise
+        finally:
+            _starting = None
 
     # --- batches --------------------------------------------------------------------
     def _next_index(self) -> Any:
@@ -409,3 +433,7 @@ class WorkerIter(_MultiProcessingDataLoaderIter):
         fds, self._ring_fds = getattr(self, "_ring_fds", []), []
         for fd in fds:
             os.close(fd)
+        for ring in getattr(self, "_rings", []):
+            if ring is not None:  # only batches the user still holds keep their memory
+                ring.release_unheld()
+        self._rings = []
