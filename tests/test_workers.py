@@ -81,6 +81,13 @@ def test_in_order_false_gives_every_batch_once():
     assert_same_batches(sorted(expected, key=key), sorted(got, key=key))
 
 
+def test_batches_that_outgrow_the_ring():
+    """A worker sizes its ring from its first batch and grows it when a later batch is
+    larger; batches from the earlier ring stay intact while held."""
+    expected, got = both(wd.Growing(), num_workers=2, batch_size=4, collate_fn=wd.pad_collate)
+    assert_same_batches(expected, got)
+
+
 def test_held_batches_stay_intact():
     """Views of ring slots survive later batches; beyond a few held batches ferry copies
     out instead of running out of slots."""

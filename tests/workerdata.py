@@ -122,3 +122,22 @@ class Failing(Dataset):
 def collate_to_dict(batch):
     return {"sum": torch.stack([b["image"] for b in batch]).sum(0), "n": len(batch),
             "ids": [b["id"] for b in batch]}
+
+
+class Growing(Dataset):
+    """Samples that grow with the index: with a sequential sampler every batch is larger
+    than the last (padded sequences sorted by length do this)."""
+
+    def __len__(self) -> int:
+        return 64
+
+    def __getitem__(self, i: int):
+        return torch.arange(8 * (i + 1), dtype=torch.float64).view(-1, 8)[:1].expand(i + 1, 8) + i
+
+
+def pad_collate(batch):
+    longest = max(len(b) for b in batch)
+    out = torch.zeros(len(batch), longest, 8, dtype=torch.float64)
+    for k, b in enumerate(batch):
+        out[k, : len(b)] = b
+    return out

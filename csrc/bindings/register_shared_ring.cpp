@@ -16,9 +16,9 @@ void register_shared_ring(py::module_& m) {
 
   py::class_<SharedRingMapping, std::shared_ptr<SharedRingMapping>>(
       m, "SharedRing", "A worker's ring of batch slots in shared memory (a memfd).")
-      .def_static("create", &SharedRingMapping::create, py::arg("fd"), py::arg("slot_bytes"),
-                  py::arg("nslots"))
-      .def_static("attach", &SharedRingMapping::attach, py::arg("fd"))
+      .def_static("create", &SharedRingMapping::create, py::arg("fd"), py::arg("offset"),
+                  py::arg("slot_bytes"), py::arg("nslots"))
+      .def_static("attach", &SharedRingMapping::attach, py::arg("fd"), py::arg("offset"))
       .def_property_readonly("slot_bytes",
                              [](SharedRingMapping& r) { return r.ring().slot_bytes(); })
       .def_property_readonly("nslots", [](SharedRingMapping& r) { return r.ring().nslots(); })

@@ -49,8 +49,11 @@ class SlotLease {
 
 }  // namespace
 
-void* SharedRingMapping::map(int fd, size_t bytes) {
-  void* base = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+void* SharedRingMapping::map(int fd, size_t offset, size_t bytes) {
+  FERRY_CHECK(offset % static_cast<size_t>(::sysconf(_SC_PAGESIZE)) == 0, "ring offset ", offset,
+              " is not page-aligned");
+  void* base = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
+                      static_cast<off_t>(offset));
   FERRY_CHECK(base != MAP_FAILED, "mmap of ", bytes, " bytes of shared ring failed: ",
               std::strerror(errno));
   // Processes forked later (other loaders' workers) must not inherit the mapping: they
@@ -67,22 +70,39 @@ void SharedRingMapping::release_unheld() {
   }
 }
 
-std::shared_ptr<SharedRingMapping> SharedRingMapping::create(int fd, size_t slot_bytes,
-                                                             uint32_t nslots) {
+std::shared_ptr<SharedRingMapping> SharedRingMapping::create(int fd, size_t offset,
+                                                             size_t slot_bytes, uint32_t nslots) {
   const size_t bytes = SharedRingView::bytes_for(slot_bytes, nslots);
-  FERRY_CHECK(::ftruncate(fd, static_cast<off_t>(bytes)) == 0, "sizing the shared ring to ",
-              bytes, " bytes failed: ", std::strerror(errno));
-  void* base = map(fd, bytes);
+  struct stat st;
+  FERRY_CHECK(::fstat(fd, &st) == 0, "fstat of shared ring failed: ", std::strerror(errno));
+  if (static_cast<size_t>(st.st_size) < offset + bytes) {
+    FERRY_CHECK(::ftruncate(fd, static_cast<off_t>(offset + bytes)) == 0,
+                "sizing the shared ring file to ", offset + bytes, " bytes failed: ",
+                std::strerror(errno));
+  }
+  void* base = map(fd, offset, bytes);
   SharedRingView ring = SharedRingView::init(base, slot_bytes, nslots);
   return std::shared_ptr<SharedRingMapping>(new SharedRingMapping(base, bytes, ring));
 }
 
-std::shared_ptr<SharedRingMapping> SharedRingMapping::attach(int fd) {
+std::shared_ptr<SharedRingMapping> SharedRingMapping::attach(int fd, size_t offset) {
   struct stat st;
   FERRY_CHECK(::fstat(fd, &st) == 0, "fstat of shared ring failed: ", std::strerror(errno));
-  const size_t bytes = static_cast<size_t>(st.st_size);
-  FERRY_CHECK(bytes >= SharedRingView::kHeaderBytes, "the worker has not created its ring");
-  void* base = map(fd, bytes);
+  const size_t file_bytes = static_cast<size_t>(st.st_size);
+  FERRY_CHECK(file_bytes >= offset + SharedRingView::kHeaderBytes,
+              "the worker has not created a ring at offset ", offset);
+  // The header says how large this ring is; map exactly that.
+  void* head = map(fd, offset, SharedRingView::kHeaderBytes);
+  size_t bytes;
+  try {
+    const SharedRingView peek = SharedRingView::attach(head, file_bytes - offset);
+    bytes = SharedRingView::bytes_for(peek.slot_bytes(), peek.nslots());
+  } catch (...) {
+    ::munmap(head, SharedRingView::kHeaderBytes);
+    throw;
+  }
+  ::munmap(head, SharedRingView::kHeaderBytes);
+  void* base = map(fd, offset, bytes);
   try {
     SharedRingView ring = SharedRingView::attach(base, bytes);
     return std::shared_ptr<SharedRingMapping>(new SharedRingMapping(base, bytes, ring));

@@ -25,10 +25,13 @@ struct TensorRef {
 
 class SharedRingMapping : public std::enable_shared_from_this<SharedRingMapping> {
  public:
-  // Sizes the file behind `fd` for the ring and writes a fresh header.
-  static std::shared_ptr<SharedRingMapping> create(int fd, size_t slot_bytes, uint32_t nslots);
-  // Maps a ring another process created in the file behind `fd`.
-  static std::shared_ptr<SharedRingMapping> attach(int fd);
+  // Makes a ring at byte `offset` (page-aligned) of the file behind `fd`, growing the
+  // file as needed, and writes a fresh header. A worker grows by making a larger ring
+  // further along the same file; earlier rings stay valid.
+  static std::shared_ptr<SharedRingMapping> create(int fd, size_t offset, size_t slot_bytes,
+                                                   uint32_t nslots);
+  // Maps the ring another process created at `offset` of the file behind `fd`.
+  static std::shared_ptr<SharedRingMapping> attach(int fd, size_t offset);
   ~SharedRingMapping();
 
   SharedRingMapping(const SharedRingMapping&) = delete;
@@ -46,7 +49,7 @@ class SharedRingMapping : public std::enable_shared_from_this<SharedRingMapping>
  private:
   SharedRingMapping(void* base, size_t bytes, SharedRingView ring)
       : base_(base), bytes_(bytes), ring_(ring) {}
-  static void* map(int fd, size_t bytes);
+  static void* map(int fd, size_t offset, size_t bytes);
 
   void* base_;
   size_t bytes_;

@@ -71,6 +71,7 @@ class Packed:
     of the worker's ring, or pickled bytes."""
 
     worker: int
+    ring_offset: int  # where the worker's ring (of this batch's generation) starts
     slot: int
     payload: bytes
     tensors: list[tuple[int, torch.dtype, list[int], list[int]] | bytes]
@@ -146,6 +147,7 @@ class _WorkerState:
         self.fd = fd
         self.nslots = nslots
         self.ring: Any = None  # ferry._C.SharedRing, made at the first batch
+        self.ring_offset = 0
         self.worker = get_worker_info().id
 
     def claim(self) -> tuple[int, _Arena | None]:
@@ -154,10 +156,16 @@ class _WorkerState:
         slot = self.ring.claim()
         return (slot, _Arena(self.ring.slot_tensor(slot))) if slot >= 0 else (-1, None)
 
-    def create_ring(self, tensors: list[torch.Tensor]) -> None:
-        need = sum(_align(t.numel() * t.element_size()) for t in tensors)
+    def grow_ring(self, need: int) -> None:
+        """A ring whose slots hold `need` bytes with room to spare: at the first batch, and
+        again (further along the same file) when a batch outgrows the slots. Slots of
+        the earlier ring stay valid while the consumer holds them."""
         slot_bytes = _align(max(int(need * _HEADROOM), _PAGE), _PAGE)
-        self.ring = _ext.load().SharedRing.create(self.fd, slot_bytes, self.nslots)
+        offset = 0
+        if self.ring is not None:
+            offset = _align(self.ring_offset + self.ring.mapped_bytes, _PAGE)
+        self.ring = _ext.load().SharedRing.create(self.fd, offset, slot_bytes, self.nslots)
+        self.ring_offset = offset
 
     def pack(self, data: Any, slot: int, arena: _Arena | None) -> Packed:
         buf = io.BytesIO()
@@ -165,33 +173,32 @@ class _WorkerState:
         pickler.dump(data)
         tensors = pickler.tensors
         own_slot = -1  # a slot claimed here, to give back if packing fails
-        if self.ring is None and tensors:
-            self.create_ring(tensors)
+        outgrown = None  # (ring, slot) this batch was collated into but does not fit
+        need = sum(_align(t.numel() * t.element_size()) for t in tensors if _fits_a_slot(t))
+        if need and (self.ring is None or need > self.ring.slot_bytes):
+            if slot >= 0:
+                outgrown = (self.ring, slot)
+            self.grow_ring(need)
             slot, arena = own_slot, _ = self.claim()
         try:
             refs: list[Any] = []
-            for t in tensors:
+            for t in tensors:  # tensors in an outgrown slot are copied into the new one
                 ref = self._reference(t, arena)
                 refs.append(ref if ref is not None else pickle.dumps(t, pickle.HIGHEST_PROTOCOL))
         except BaseException:
             self.release(own_slot)
             raise
+        finally:
+            if outgrown is not None:
+                outgrown[0].set(outgrown[1], _ext.load().SlotState.FREE)
         if slot >= 0:
             self.ring.set(slot, _ext.load().SlotState.READY)
-        return Packed(self.worker, slot, buf.getvalue(), refs)
+        return Packed(self.worker, self.ring_offset, slot, buf.getvalue(), refs)
 
     @staticmethod
     def _reference(t: torch.Tensor, arena: _Arena | None) -> tuple | None:
         """Where `t` lives in the slot (copied there if needed); None to pickle it."""
-        if (
-            arena is None
-            or t.layout != torch.strided
-            or t.device.type != "cpu"
-            or t.is_quantized
-            or t.requires_grad
-            or t.is_conj()
-            or t.is_neg()
-        ):
+        if arena is None or not _fits_a_slot(t):
             return None
         offset = arena.offset_of(t)
         if offset is None or any(s < 0 for s in t.stride()):
@@ -205,6 +212,18 @@ class _WorkerState:
     def release(self, slot: int) -> None:
         if slot >= 0:
             self.ring.set(slot, _ext.load().SlotState.FREE)
+
+
+def _fits_a_slot(t: torch.Tensor) -> bool:
+    """Whether `t` can travel as bytes in a slot (else it is pickled as it is)."""
+    return (
+        t.layout == torch.strided
+        and t.device.type == "cpu"
+        and not t.is_quantized
+        and not t.requires_grad
+        and not t.is_conj()
+        and not t.is_neg()
+    )
 
 
 class RingCollate:
@@ -301,7 +320,7 @@ class WorkerIter(_MultiProcessingDataLoaderIter):
         C = _ext.load()
         n = loader.num_workers
         self._ring_fds = [os.memfd_create(f"ferry-ring-{i}") for i in range(n)]
-        self._rings: list[Any] = [None] * n
+        self._rings: dict[tuple[int, int], Any] = {}  # (worker, ring offset) -> ring
         self._free_slot = C.SlotState.FREE
         self._held_slot = C.SlotState.HELD
         nslots = min((loader.prefetch_factor or 2) + _EXTRA_SLOTS, 256)
@@ -350,7 +369,7 @@ class WorkerIter(_MultiProcessingDataLoaderIter):
     def _unpack(self, packed: Packed) -> Any:
         tensors: list[torch.Tensor] = []
         if packed.slot >= 0:
-            ring = self._ring(packed.worker)
+            ring = self._ring(packed.worker, packed.ring_offset)
             refs = [r for r in packed.tensors if not isinstance(r, bytes)]
             copy = ring.count(self._held_slot) >= _MAX_HELD
             in_slot = iter(ring.take(packed.slot, refs, copy))
@@ -360,10 +379,11 @@ class WorkerIter(_MultiProcessingDataLoaderIter):
             tensors = [pickle.loads(r) for r in packed.tensors]
         return _TensorsFromList(io.BytesIO(packed.payload), tensors).load()
 
-    def _ring(self, worker: int) -> Any:
-        ring = self._rings[worker]
+    def _ring(self, worker: int, offset: int) -> Any:
+        ring = self._rings.get((worker, offset))
         if ring is None:
-            ring = self._rings[worker] = _ext.load().SharedRing.attach(self._ring_fds[worker])
+            ring = _ext.load().SharedRing.attach(self._ring_fds[worker], offset)
+            self._rings[(worker, offset)] = ring
         return ring
 
     def _reset(self, loader: Any, first_iter: bool = False) -> None:
@@ -433,7 +453,6 @@ class WorkerIter(_MultiProcessingDataLoaderIter):
         fds, self._ring_fds = getattr(self, "_ring_fds", []), []
         for fd in fds:
             os.close(fd)
-        for ring in getattr(self, "_rings", []):
-            if ring is not None:  # only batches the user still holds keep their memory
-                ring.release_unheld()
-        self._rings = []
+        for ring in getattr(self, "_rings", {}).values():
+            ring.release_unheld()  # only batches the user still holds keep their memory
+        self._rings = {}
