@@ -1,0 +1,70 @@
+"""loader.stats(): the consumer's wait and compute add up to the wall time, and the
+starvation ratio tells a data-bound loop from a compute-bound one."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+from torch.utils.data import Dataset, TensorDataset
+
+import ferry
+
+
+class SlowDataset(Dataset):
+    def __len__(self):
+        return 40
+
+    def __getitem__(self, i):
+        time.sleep(0.005)
+        return torch.tensor(i)
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_slow_dataset_starves_the_consumer(num_workers):
+    loader = ferry.DataLoader(SlowDataset(), batch_size=2, num_workers=num_workers)
+    for _ in loader:
+        pass
+    stats = loader.stats()
+    assert stats.batches == 20
+    assert stats.starvation > 0.8, stats
+
+
+def test_slow_consumer_is_not_starved():
+    loader = ferry.DataLoader(TensorDataset(torch.arange(400)), batch_size=10, num_workers=2)
+    for _ in loader:
+        time.sleep(0.01)
+    stats = loader.stats()
+    assert stats.path == "native"
+    assert stats.starvation < 0.2, stats
+    assert stats.produce_s is not None and stats.produce_s >= 0
+
+
+@pytest.mark.parametrize("dataset", [TensorDataset(torch.arange(300)), SlowDataset()])
+def test_stage_times_fit_in_the_wall_time(dataset):
+    loader = ferry.DataLoader(dataset, batch_size=5, num_workers=2)
+    start = time.perf_counter()
+    n = 0
+    for _ in loader:
+        n += 1
+    wall = time.perf_counter() - start
+    stats = loader.stats()
+    assert stats.total_batches == n
+    assert (stats.wait_s + stats.compute_s) * stats.batches <= wall
+    assert 0.0 <= stats.starvation <= 1.0
+
+
+def test_stats_before_iterating_and_repr():
+    loader = ferry.DataLoader(TensorDataset(torch.arange(10)), batch_size=5)
+    assert loader.stats().batches == 0
+    list(loader)
+    assert "starvation" in repr(loader) and "native path" in repr(loader)
+
+
+def test_len_matches_torch_for_progress_bars():
+    ds = TensorDataset(torch.arange(103))
+    for kw in ({"batch_size": 10}, {"batch_size": 10, "drop_last": True}, {"batch_size": None}):
+        loader = ferry.DataLoader(ds, **kw)
+        assert len(loader) == len(torch.utils.data.DataLoader(ds, **kw))
+        assert len(iter(loader)) == len(loader)
