@@ -87,7 +87,7 @@ class _Arena:
         self.used = 0
 
     def alloc(self, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor | None:
-        itemsize = torch.empty((), dtype=dtype).element_size()
+        itemsize = dtype.itemsize
         numel = 1
         for s in shape:
             numel *= s
