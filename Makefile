@@ -36,11 +36,14 @@ test-py: build
 
 test: test-cpp test-py
 
+# Side by side with torch.utils.data.DataLoader: the native gather, then worker processes.
 bench: build
 	PYTHONPATH=python $(PYTHON) benchmarks/bench_native.py
+	PYTHONPATH=python $(PYTHON) benchmarks/bench_workers.py
 
 bench-quick: build
 	PYTHONPATH=python $(PYTHON) benchmarks/bench_native.py --quick
+	PYTHONPATH=python $(PYTHON) benchmarks/bench_workers.py --quick
 
 clean:
 	rm -rf build python/ferry/_C*.so

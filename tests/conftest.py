@@ -61,7 +61,7 @@ def assert_same_batch(expected: Any, got: Any, where: str = "batch") -> None:
             assert_same_batch(expected[k], got[k], f"{where}[{k!r}]")
     elif isinstance(expected, (list, tuple)):
         assert len(got) == len(expected), f"{where}: lengths differ"
-        for i, (e, g) in enumerate(zip(expected, got)):
+        for i, (e, g) in enumerate(zip(expected, got, strict=True)):
             assert_same_batch(e, g, f"{where}[{i}]")
     else:
         assert got == expected, f"{where}: {got!r} != {expected!r}"
@@ -69,5 +69,5 @@ def assert_same_batch(expected: Any, got: Any, where: str = "batch") -> None:
 
 def assert_same_batches(expected: list[Any], got: list[Any]) -> None:
     assert len(got) == len(expected), f"{len(got)} batches, torch gave {len(expected)}"
-    for i, (e, g) in enumerate(zip(expected, got)):
+    for i, (e, g) in enumerate(zip(expected, got, strict=True)):
         assert_same_batch(e, g, f"batch {i}")

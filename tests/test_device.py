@@ -44,7 +44,7 @@ def test_cuda_batches_equal_torch_then_to(dataset, num_workers):
                          num_workers=num_workers, device="cuda")
     )
     assert len(got) == len(expected)
-    for e, g in zip(expected, got):
+    for e, g in zip(expected, got, strict=True):
         assert_same_batch(e, g)
 
 

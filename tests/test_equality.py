@@ -70,13 +70,19 @@ def make_array(kind: str, n: int, row_shape, dtype, seed: int):
 def datasets(draw):
     n = draw(st.integers(1, 40))
     columns = draw(
-        st.lists(st.tuples(st.sampled_from(DTYPES), st.sampled_from(ROW_SHAPES)), min_size=1, max_size=3)
+        st.lists(
+            st.tuples(st.sampled_from(DTYPES), st.sampled_from(ROW_SHAPES)), min_size=1, max_size=3
+        )
     )
     seed = draw(st.integers(0, 2**16))
 
     def leaf(rows: int, salt: int):
-        kinds = [draw(st.sampled_from(["contiguous", "strided", "numpy", "numpy_reversed"])) for _ in columns]
-        arrays = [make_array(k, rows, s, d, seed + salt + i) for i, (k, (d, s)) in enumerate(zip(kinds, columns))]
+        layouts = st.sampled_from(["contiguous", "strided", "numpy", "numpy_reversed"])
+        kinds = [draw(layouts) for _ in columns]
+        arrays = [
+            make_array(k, rows, s, d, seed + salt + i)
+            for i, (k, (d, s)) in enumerate(zip(kinds, columns, strict=True))
+        ]
         if all(isinstance(a, torch.Tensor) for a in arrays) and draw(st.booleans()):
             return TensorDataset(*arrays)
         return ferry.ArrayDataset(*arrays)

@@ -39,7 +39,8 @@ class Deterministic(Dataset):
 )
 @pytest.mark.parametrize("num_workers", [1, 3])
 def test_same_batches_as_torch(kw, num_workers):
-    expected = list(TorchDataLoader(Deterministic(), generator=torch.Generator().manual_seed(2), **kw))
+    g = torch.Generator().manual_seed(2)
+    expected = list(TorchDataLoader(Deterministic(), generator=g, **kw))
     it = iter(ferry.DataLoader(Deterministic(), generator=torch.Generator().manual_seed(2),
                                num_workers=num_workers, worker_type="thread", **kw))
     assert it.path == "threads"
@@ -55,7 +56,8 @@ def test_init_fn_runs_once_per_thread():
 
 
 def test_error_names_the_sample_indices():
-    loader = ferry.DataLoader(wd.Failing("raise"), batch_size=4, num_workers=2, worker_type="thread")
+    loader = ferry.DataLoader(wd.Failing("raise"), batch_size=4, num_workers=2,
+                              worker_type="thread")
     with pytest.raises(KeyError, match="no sample 13") as info:
         list(loader)
     assert any("[12, 13, 14, 15]" in note for note in info.value.__notes__)
@@ -70,7 +72,8 @@ def test_timeout():
             time.sleep(2)
             return i
 
-    loader = ferry.DataLoader(Slow(), batch_size=2, num_workers=1, worker_type="thread", timeout=0.2)
+    loader = ferry.DataLoader(Slow(), batch_size=2, num_workers=1, worker_type="thread",
+                              timeout=0.2)
     with pytest.raises(RuntimeError, match="timed out after 0.2 seconds"):
         next(iter(loader))
 

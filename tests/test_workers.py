@@ -3,7 +3,6 @@ workers, torch's errors, prompt failure on dead workers, and nothing leaked."""
 
 from __future__ import annotations
 
-import gc
 import os
 import subprocess
 import sys
@@ -111,8 +110,10 @@ def error_of(fn):
 
 
 def test_exception_in_getitem_names_worker_indices_and_traceback():
-    exc = error_of(lambda: list(ferry.DataLoader(wd.Failing("raise"), batch_size=4, num_workers=2)))
-    theirs = error_of(lambda: list(TorchDataLoader(wd.Failing("raise"), batch_size=4, num_workers=2)))
+    def run(cls):
+        return error_of(lambda: list(cls(wd.Failing("raise"), batch_size=4, num_workers=2)))
+
+    exc, theirs = run(ferry.DataLoader), run(TorchDataLoader)
     assert type(exc) is type(theirs) is KeyError
     text = str(exc)
     assert "DataLoader worker process 1" in text

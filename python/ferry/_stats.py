@@ -105,7 +105,8 @@ class MeasuredIter:
         except StopIteration:
             self._recorder.epoch_ended()
             raise
-        self._recorder.record(started, time.perf_counter(), getattr(self._inner, "last_produce_s", None))
+        produce_s = getattr(self._inner, "last_produce_s", None)
+        self._recorder.record(started, time.perf_counter(), produce_s)
         return data
 
     def __len__(self) -> int:

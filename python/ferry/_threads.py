@@ -40,7 +40,8 @@ class ThreadIter(_BaseDataLoaderIter):
                 "worker_type='thread' needs a map-style dataset; use process workers "
                 "for an IterableDataset"
             )
-        self._device = loader.device if loader.device is not None and loader.device.type != "cpu" else None
+        device = loader.device
+        self._device = device if device is not None and device.type != "cpu" else None
         self._in_order = loader.in_order
         self._depth = max(1, loader.prefetch_factor * self._num_workers)
         self._fetcher = _MapDatasetFetcher(

@@ -30,18 +30,17 @@ from functools import partial
 from typing import Any
 
 import torch
-from torch.utils.data import get_worker_info
-from torch.utils.data import _utils
+from torch._utils import ExceptionWrapper
+from torch.utils.data import _utils, get_worker_info
 from torch.utils.data._utils import MP_STATUS_CHECK_INTERVAL
-from torch.utils.data._utils.pin_memory import pin_memory
-from torch.utils.data._utils.worker import _IterableDatasetStopIteration
 from torch.utils.data._utils.collate import (
     collate,
     collate_tensor_fn,
     default_collate,
     default_collate_fn_map,
 )
-from torch._utils import ExceptionWrapper
+from torch.utils.data._utils.pin_memory import pin_memory
+from torch.utils.data._utils.worker import _IterableDatasetStopIteration
 from torch.utils.data.dataloader import _DatasetKind, _MultiProcessingDataLoaderIter
 
 from . import _ext
