@@ -20,7 +20,6 @@ import contextlib
 import gc
 import json
 import os
-import platform
 import shutil
 import signal
 import statistics
@@ -39,6 +38,7 @@ from torch.utils.data import BatchSampler, Dataset, RandomSampler, TensorDataset
 from torch.utils.data import DataLoader as TorchDataLoader
 
 import ferry
+from _common import loadavg, machine_info
 
 IMAGE_SHAPE = (3, 32, 32)
 W1_GOAL_VS_TORCH = 25.0
@@ -437,33 +437,6 @@ class WorkloadResult:
         return max(of_kind, key=lambda r: r.median) if of_kind else None
 
 
-def machine_info() -> dict[str, Any]:
-    cpu = platform.processor() or "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    mem_gb = float("nan")
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem_gb = int(line.split()[1]) / 1024**2
-    return {
-        "cpu": cpu,
-        "nproc": len(os.sched_getaffinity(0)),
-        "memory_gib": round(mem_gb, 1),
-        "platform": platform.platform(),
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "numpy": np.__version__,
-        "ferry": ferry.__version__,
-        "ferry_backend": ferry.backend_info(),
-        "loadavg_start": os.getloadavg(),
-    }
-
-
 def print_header(info: dict[str, Any], settings: Settings) -> None:
     print("ferry native-gather benchmark")
     print(
@@ -477,7 +450,7 @@ def print_header(info: dict[str, Any], settings: Settings) -> None:
     )
     print(f"  ferry.backend_info(): {info['ferry_backend']}")
     print(
-        f"  load average at start: {_loadavg(info['loadavg_start'])} "
+        f"  load average at start: {loadavg(info['loadavg_start'])} "
         "(1/5/15 min; other work on the machine skews the figures)"
     )
     mode = "--quick, " if settings.quick else ""
@@ -488,10 +461,6 @@ def print_header(info: dict[str, Any], settings: Settings) -> None:
         f"({settings.warmup_batches} batches), time.perf_counter"
     )
     print()
-
-
-def _loadavg(avg: Sequence[float]) -> str:
-    return " ".join(f"{a:.2f}" for a in avg)
 
 
 def print_table(results: Sequence[WorkloadResult]) -> None:
@@ -676,7 +645,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_notes(results)
     wall = time.perf_counter() - start
     info["loadavg_end"] = os.getloadavg()
-    print(f"\ntotal wall time {wall:.1f} s; load average at end: {_loadavg(info['loadavg_end'])}")
+    print(f"\ntotal wall time {wall:.1f} s; load average at end: {loadavg(info['loadavg_end'])}")
     if args.json:
         doc = {"machine": info, "settings": asdict(settings), "workloads": out, "wall_s": wall}
         args.json.write_text(json.dumps(doc, indent=2, default=str))

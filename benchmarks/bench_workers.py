@@ -28,7 +28,6 @@ import contextlib
 import gc
 import json
 import os
-import platform
 import re
 import resource
 import signal
@@ -49,6 +48,7 @@ from torch.utils.data import DataLoader as TorchDataLoader
 from torch.utils.data import Dataset
 
 import ferry
+from _common import loadavg, machine_info
 
 IMAGE_SHAPE = (3, 40, 40)
 CROP = 32
@@ -542,39 +542,6 @@ def run_held(settings: Settings) -> list[HeldResult]:
 # ----------------------------------------------------------------------------- report
 
 
-def machine_info() -> dict[str, Any]:
-    cpu = platform.processor() or "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    mem_gb = float("nan")
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem_gb = int(line.split()[1]) / 1024**2
-    return {
-        "cpu": cpu,
-        "nproc": len(os.sched_getaffinity(0)),
-        "memory_gib": round(mem_gb, 1),
-        "platform": platform.platform(),
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "torch_sharing_strategy": torch.multiprocessing.get_sharing_strategy(),
-        "numpy": np.__version__,
-        "ferry": ferry.__version__,
-        "ferry_backend": ferry.backend_info(),
-        "nofile_limits": resource.getrlimit(resource.RLIMIT_NOFILE),
-        "loadavg_start": os.getloadavg(),
-    }
-
-
-def _loadavg(avg: Sequence[float]) -> str:
-    return " ".join(f"{a:.2f}" for a in avg)
-
-
 def print_header(info: dict[str, Any], settings: Settings) -> None:
     print("ferry process-workers benchmark")
     print(
@@ -589,7 +556,7 @@ def print_header(info: dict[str, Any], settings: Settings) -> None:
     )
     print(f"  ferry.backend_info(): {info['ferry_backend']}")
     print(
-        f"  load average at start: {_loadavg(info['loadavg_start'])} "
+        f"  load average at start: {loadavg(info['loadavg_start'])} "
         "(1/5/15 min; other work on the machine skews the figures)"
     )
     mode = "--quick, " if settings.quick else ""
@@ -864,7 +831,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_notes(watched, settings)
     wall = time.perf_counter() - start
     info["loadavg_end"] = os.getloadavg()
-    print(f"\ntotal wall time {wall:.1f} s; load average at end: {_loadavg(info['loadavg_end'])}")
+    print(f"\ntotal wall time {wall:.1f} s; load average at end: {loadavg(info['loadavg_end'])}")
     if args.json:
         doc = {"machine": info, "settings": asdict(settings), "workloads": out, "wall_s": wall}
         args.json.write_text(json.dumps(doc, indent=2, default=str))
