@@ -203,3 +203,23 @@ def test_in_order_false_yields_the_same_batches_in_some_order():
     got = list(ferry.DataLoader(ds, batch_size=10, num_workers=2, in_order=False))
     key = lambda b: b[0][0].item()  # noqa: E731
     assert_same_batches(sorted(expected, key=key), sorted(got, key=key))
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_distributed_sampler_per_rank(num_workers):
+    """DistributedSampler as a plain sampler (explicit replicas and rank, no process
+    group): each rank's batches are torch's, and set_epoch reshuffles them alike."""
+    from torch.utils.data import DistributedSampler
+
+    ds = TensorDataset(torch.arange(101), torch.arange(101) * 3)
+    for rank in range(3):
+        samplers = [DistributedSampler(ds, num_replicas=3, rank=rank, shuffle=True, seed=7)
+                    for _ in range(2)]
+        theirs = torch.utils.data.DataLoader(ds, batch_size=8, sampler=samplers[0])
+        ours = ferry.DataLoader(ds, batch_size=8, sampler=samplers[1], num_workers=num_workers)
+        for epoch in range(2):
+            samplers[0].set_epoch(epoch)
+            samplers[1].set_epoch(epoch)
+            it = iter(ours)
+            assert it.path == "native"
+            assert_same_batches(list(theirs), list(it))
