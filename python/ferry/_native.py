@@ -171,8 +171,9 @@ class NativeIter(_BaseDataLoaderIter):
 
     Indices come from the loader's own sampler in the main thread, exactly as torch
     draws them (torch's base iterator draws the base seed first); C++ threads gather up
-    to `prefetch_factor x threads` batches ahead. A batch torch would reject (an index out
-    of range) is re-fetched through torch's own fetcher, so the error is torch's.
+    to `prefetch_factor x threads` batches ahead (one at a time without workers unless
+    the sampler is a stock one). A batch torch would reject (an index out of range) is
+    re-fetched through torch's own fetcher, so the error is torch's.
     """
 
     path = "native"
@@ -186,7 +187,7 @@ class NativeIter(_BaseDataLoaderIter):
         if loader.num_workers == 0 and not may_draw_ahead(self._index_sampler):
             self._depth = 1  # torch without workers draws each batch when it is asked for
         self._device = device if device is not None and device.type != "cpu" else None
-        self._plan = plan
+        self._plan = plan  # holds the arrays whose memory the C++ threads read
         self._gather = C.GatherLoader(
             plan.index_plan,
             plan.leaves,
