@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""Soak: many epochs of a small dataset through every ferry path, printing how RSS, open
+file descriptors, threads, child processes and /dev/shm entries grow. Nothing should.
+
+    PYTHONPATH=python python3 benchmarks/soak.py [--epochs 200] [--json PATH]
+
+Growth is measured from the end of a warm-up (the first tenth of the epochs, at least
+2), when allocator caches and imported modules have settled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import multiprocessing
+import os
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, TensorDataset
+
+import ferry
+
+
+class Augment(Dataset):
+    """A small Python dataset: crops and flips from a numpy array, dict samples."""
+
+    def __init__(self, n: int = 512) -> None:
+        self.x = np.random.default_rng(0).integers(0, 256, (n, 3, 20, 20), dtype=np.uint8)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        a, b = np.random.randint(0, 5, 2)
+        img = self.x[i, :, a : a + 16, b : b + 16]
+        return {"image": torch.from_numpy(img.astype(np.float32)), "label": i % 7, "id": f"{i}"}
+
+
+def probe() -> dict[str, float]:
+    rss_kib = 0
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                rss_kib = int(line.split()[1])
+    shm = [e for e in os.listdir("/dev/shm") if not e.startswith("sem.mp-")]
+    return {
+        "rss_mib": rss_kib / 1024,
+        "fds": len(os.listdir("/proc/self/fd")),
+        "threads": len(os.listdir("/proc/self/task")),
+        "children": len(multiprocessing.active_children()),
+        "shm": len(shm),
+    }
+
+
+def loaders() -> dict[str, ferry.DataLoader]:
+    images = torch.randint(0, 256, (2048, 3, 16, 16), dtype=torch.uint8)
+    native = TensorDataset(images, torch.arange(2048))
+    return {
+        "native, 2 threads": ferry.DataLoader(native, batch_size=64, shuffle=True, num_workers=2),
+        "workers, 2": ferry.DataLoader(Augment(), batch_size=32, shuffle=True, num_workers=2),
+        "workers, 2, persistent": ferry.DataLoader(
+            Augment(), batch_size=32, shuffle=True, num_workers=2, persistent_workers=True
+        ),
+        "threads, 2": ferry.DataLoader(
+            Augment(), batch_size=32, shuffle=True, num_workers=2, worker_type="thread"
+        ),
+    }
+
+
+def soak(name: str, loader: ferry.DataLoader, epochs: int) -> dict[str, Any]:
+    warmup = max(2, epochs // 10)
+    start = time.perf_counter()
+    base: dict[str, float] = {}
+    batches = 0
+    for epoch in range(epochs):
+        for _ in loader:
+            batches += 1
+        if epoch + 1 == warmup:
+            gc.collect()
+            base = probe()
+    gc.collect()
+    end = probe()
+    return {
+        "path": name,
+        "epochs": epochs,
+        "batches": batches,
+        "seconds": round(time.perf_counter() - start, 2),
+        "after_warmup": base,
+        "end": end,
+        "growth": {k: round(end[k] - base[k], 2) for k in end},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=200)
+    parser.add_argument("--json", help="write the results here")
+    args = parser.parse_args(argv)
+    print(f"ferry soak: {args.epochs} epochs per path; torch {torch.__version__}, "
+          f"Python {sys.version.split()[0]}, {os.cpu_count()} cpus")
+    print(f"{'path':24s} | {'batches':>7s} | {'s':>6s} | growth after warm-up: "
+          "RSS MiB, fds, threads, children, /dev/shm")
+    results = []
+    for name, loader in loaders().items():
+        r = soak(name, loader, args.epochs)
+        g = r["growth"]
+        print(f"{name:24s} | {r['batches']:7d} | {r['seconds']:6.1f} | "
+              f"{g['rss_mib']:+.1f}, {g['fds']:+.0f}, {g['threads']:+.0f}, "
+              f"{g['children']:+.0f}, {g['shm']:+.0f}")
+        results.append(r)
+        del loader
+        gc.collect()
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
