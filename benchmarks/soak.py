@@ -15,6 +15,7 @@ import gc
 import json
 import multiprocessing
 import os
+import re
 import sys
 import time
 from typing import Any
@@ -41,13 +42,27 @@ class Augment(Dataset):
         return {"image": torch.from_numpy(img.astype(np.float32)), "label": i % 7, "id": f"{i}"}
 
 
+def ours(entry: str) -> bool:
+    """Whether a /dev/shm entry could come from this process or its workers. Python's
+    named semaphores (sem.mp-*) carry no pid and other processes make them too; torch's
+    segments (torch_<pid>_...) name their process, and those of other processes on the
+    machine (torch creates and unlinks one per shared tensor) are not ours."""
+    if entry.startswith("sem.mp-"):
+        return False
+    m = re.match(r"torch_(\d+)_", entry)
+    if m is None:
+        return True
+    mine = {os.getpid()} | {p.pid for p in multiprocessing.active_children()}
+    return int(m.group(1)) in mine
+
+
 def probe() -> dict[str, float]:
     rss_kib = 0
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith("VmRSS:"):
                 rss_kib = int(line.split()[1])
-    shm = [e for e in os.listdir("/dev/shm") if not e.startswith("sem.mp-")]
+    shm = [e for e in os.listdir("/dev/shm") if ours(e)]
     return {
         "rss_mib": rss_kib / 1024,
         "fds": len(os.listdir("/proc/self/fd")),
