@@ -145,10 +145,18 @@ def test_dead_worker_is_reported_promptly(how, expect):
     assert elapsed < 10, f"took {elapsed:.1f} s to notice"
 
 
-def test_timeout():
+def test_timeout_names_the_worker_the_indices_and_its_stack():
     loader = ferry.DataLoader(wd.Failing("sleep", at=0), batch_size=2, num_workers=1, timeout=0.5)
-    with pytest.raises(RuntimeError, match="timed out after 0.5 seconds"):
+    with pytest.raises(RuntimeError, match="timed out after 0.5 seconds") as info:
         list(loader)
+    text = str(info.value)
+    assert "sample indices [0, 1]" in text and "worker 0" in text
+    assert "workerdata.py" in text and "__getitem__" in text  # the worker's stack
+
+
+def test_user_worker_init_fn_still_runs():
+    expected, got = both(wd.WhoAmI(), num_workers=2, batch_size=4, worker_init_fn=wd.record_init)
+    assert_same_batches(expected, got)
 
 
 # ------------------------------------------------------------------------------ leaks

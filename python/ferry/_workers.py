@@ -19,6 +19,7 @@ error wrapping are torch's). ferry changes how a batch travels:
 
 from __future__ import annotations
 
+import faulthandler
 import io
 import os
 import pickle
@@ -55,6 +56,8 @@ _EXTRA_SLOTS = 4
 _MAX_HELD = 2
 # How often a waiting consumer checks that the workers are alive.
 _POLL_SECONDS = 0.1
+# The signal on which a worker dumps its Python stacks for the watchdog.
+STACK_SIGNAL = signal.SIGUSR1
 # How long stopping workers may take to exit on their own before they are terminated.
 _STOP_GRACE_SECONDS = 1.0
 
@@ -270,12 +273,38 @@ def _rebuild_ring_collate(collate_fn: Any, dupfds: list[Any], nslots: int) -> Ri
     return RingCollate(collate_fn, [d.detach() for d in dupfds], nslots)
 
 
-class _LoaderWithCollate:
-    """The loader as torch's iterator reads it, but with ferry's collate_fn."""
+class WorkerInit:
+    """The worker_init_fn the workers run: makes the worker dump its Python stacks into a
+    file of the main process's on SIGUSR1 (for the watchdog), then runs the loader's."""
 
-    def __init__(self, loader: Any, collate_fn: Any) -> None:
+    def __init__(self, init_fn: Any, stack_fds: list[int]) -> None:
+        self.init_fn = init_fn
+        self.stack_fds = stack_fds
+
+    def __reduce__(self) -> Any:
+        from multiprocessing import reduction
+
+        fds = [reduction.DupFd(fd) for fd in self.stack_fds]
+        return (_rebuild_worker_init, (self.init_fn, fds))
+
+    def __call__(self, worker_id: int) -> None:
+        faulthandler.register(STACK_SIGNAL, file=self.stack_fds[worker_id], all_threads=True)
+        if self.init_fn is not None:
+            self.init_fn(worker_id)
+
+
+def _rebuild_worker_init(init_fn: Any, dupfds: list[Any]) -> WorkerInit:
+    return WorkerInit(init_fn, [d.detach() for d in dupfds])
+
+
+class _LoaderWithCollate:
+    """The loader as torch's iterator reads it, but with ferry's collate_fn and
+    worker_init_fn."""
+
+    def __init__(self, loader: Any, collate_fn: Any, worker_init_fn: Any) -> None:
         self._loader = loader
         self.collate_fn = collate_fn
+        self.worker_init_fn = worker_init_fn
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._loader, name)
@@ -291,7 +320,8 @@ def _after_fork_in_child() -> None:
     the others' would keep their shared memory alive as long as the child lives."""
     for it in list(_live_iterators):
         if it is not _starting:
-            fds, it._ring_fds = it._ring_fds, []
+            fds = it._ring_fds + it._stack_fds
+            it._ring_fds, it._stack_fds = [], []
             for fd in fds:
                 os.close(fd)
 
@@ -319,6 +349,7 @@ class WorkerIter(_MultiProcessingDataLoaderIter):
         C = _ext.load()
         n = loader.num_workers
         self._ring_fds = [os.memfd_create(f"ferry-ring-{i}") for i in range(n)]
+        self._stack_fds = [os.memfd_create(f"ferry-stack-{i}") for i in range(n)]
         self._rings: dict[tuple[int, int], Any] = {}  # (worker, ring offset) -> ring
         self._free_slot = C.SlotState.FREE
         self._held_slot = C.SlotState.HELD
@@ -332,7 +363,8 @@ class WorkerIter(_MultiProcessingDataLoaderIter):
         _live_iterators.add(self)
         _starting = self  # its forked workers keep its ring fds (see _after_fork_in_child)
         try:
-            super().__init__(_LoaderWithCollate(loader, collate_fn))
+            init_fn = WorkerInit(loader.worker_init_fn, self._stack_fds)
+            super().__init__(_LoaderWithCollate(loader, collate_fn, init_fn))
         except BaseException:
             self._close_ring_fds()
             raise
@@ -351,7 +383,12 @@ class WorkerIter(_MultiProcessingDataLoaderIter):
             self._task_indices[sent] = self._last_index
 
     def _get_data(self) -> Any:
-        idx, data = super()._get_data()
+        try:
+            idx, data = super()._get_data()
+        except RuntimeError as exc:
+            if "timed out" in str(exc):
+                raise RuntimeError(self._describe_late_batch(str(exc))) from None
+            raise
         indices = self._task_indices.pop(idx, None) if isinstance(idx, int) else None
         if isinstance(data, _IterableDatasetStopIteration):
             self._ended_workers.add(data.worker_id)
@@ -390,6 +427,36 @@ class WorkerIter(_MultiProcessingDataLoaderIter):
         self._ended_workers.clear()  # persistent workers start the new epoch afresh
 
     # --- failures -------------------------------------------------------------------
+    def _describe_late_batch(self, what: str) -> str:
+        """`what` (torch's timeout message), plus which worker holds the late batch, its
+        sample indices and that worker's Python stack, dumped on request."""
+        info = self._task_info.get(self._rcvd_idx)
+        if not info:
+            return what
+        wid = info[0]
+        indices = self._task_indices.get(self._rcvd_idx)
+        lines = [f"{what}: batch {self._rcvd_idx} (sample indices {indices!r}) is with "
+                 f"worker {wid} (pid {self._workers[wid].pid})."]
+        stack = self._dump_stack(wid)
+        lines.append(f"Its Python stack now:\n{stack}" if stack else "Its stack could not be read.")
+        return "\n".join(lines)
+
+    def _dump_stack(self, wid: int) -> str:
+        fd = self._stack_fds[wid] if wid < len(self._stack_fds) else -1
+        if fd < 0 or not self._workers[wid].is_alive():
+            return ""
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)  # the worker writes through the same file offset
+        os.kill(self._workers[wid].pid, STACK_SIGNAL)
+        deadline, size = time.monotonic() + 2.0, -1
+        while time.monotonic() < deadline:  # until the dump stops growing
+            time.sleep(0.05)
+            now = os.fstat(fd).st_size
+            if now and now == size:
+                break
+            size = now
+        return os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace").strip()
+
     def _try_get_data(self, timeout: float = MP_STATUS_CHECK_INTERVAL) -> tuple[bool, Any]:
         # torch checks on its workers every 5 s; a dead worker is reported within
         # _POLL_SECONDS here, naming its exit code or signal.
@@ -450,6 +517,8 @@ class WorkerIter(_MultiProcessingDataLoaderIter):
 
     def _close_ring_fds(self) -> None:
         fds, self._ring_fds = getattr(self, "_ring_fds", []), []
+        fds += getattr(self, "_stack_fds", [])
+        self._stack_fds = []
         for fd in fds:
             os.close(fd)
         for ring in getattr(self, "_rings", {}).values():
