@@ -87,6 +87,29 @@ def test_batches_that_outgrow_the_ring():
     assert_same_batches(expected, got)
 
 
+def test_a_plain_loop_gets_views_not_copies():
+    """Batches that arrive early wait in torch's reorder buffer; they must not count as
+    held by the user, or every batch would be copied out of its slot."""
+    it = iter(ferry.DataLoader(wd.Tensors(400), batch_size=4, num_workers=2, prefetch_factor=4))
+    n = sum(1 for _ in it)
+    assert n == 100
+    assert it.copied_batches == 0
+
+
+def test_abandoned_persistent_epochs_free_their_slots():
+    loader = ferry.DataLoader(wd.Tensors(400), batch_size=4, num_workers=2,
+                              persistent_workers=True)
+    for _ in range(6):  # torch drains and drops the batches in flight at each new epoch
+        it = iter(loader)
+        next(it)
+    held = list(it)
+    assert len(held) == 99
+    state = ferry._ext.load().SlotState
+    rings = list(it._rings.values())
+    counts = [(r.count(state.READY), r.count(state.FILLING)) for r in rings]
+    assert rings and all(c == (0, 0) for c in counts), counts
+
+
 def test_held_batches_stay_intact():
     """Views of ring slots survive later batches; beyond a few held batches ferry copies
     out instead of running out of slots."""

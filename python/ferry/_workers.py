@@ -357,6 +357,8 @@ class WorkerIter(_MultiProcessingDataLoaderIter):
         # The sampler indices of each task in flight, to name them when it fails.
         self._task_indices: dict[int, Any] = {}
         self._ended_workers: set[int] = set()  # workers whose IterableDataset ran out
+        self._discarding = False  # True while torch drains a finished epoch
+        self.copied_batches = 0  # batches copied out of their slot (the user held many)
         self._last_index: Any = None
         collate_fn = RingCollate(loader.collate_fn, self._ring_fds, nslots)
         global _starting
@@ -392,15 +394,24 @@ class WorkerIter(_MultiProcessingDataLoaderIter):
         indices = self._task_indices.pop(idx, None) if isinstance(idx, int) else None
         if isinstance(data, _IterableDatasetStopIteration):
             self._ended_workers.add(data.worker_id)
+        if isinstance(data, Packed) and self._discarding:
+            data = self._unpack(data)  # and dropped: its slot is free again
+        elif isinstance(data, ExceptionWrapper) and indices is not None:
+            # torch names the worker; ferry adds what it was doing.
+            data.where += f" while fetching and collating sample indices {indices!r}"
+        return idx, data
+
+    def _process_data(self, data: Any, worker_idx: int) -> Any:
+        # Batches are unpacked when they are handed over, not when they arrive: one that
+        # arrived early waits in torch's reorder buffer as a Packed, so only batches the
+        # user really holds count against the copy-out policy.
+        data = super()._process_data(data, worker_idx)
         if isinstance(data, Packed):
             self.last_produce_s = data.produce_s
             data = self._unpack(data)
             if self._pin_memory:  # torch's pin thread only saw the Packed
                 data = pin_memory(data, self._pin_memory_device)
-        elif isinstance(data, ExceptionWrapper) and indices is not None:
-            # torch names the worker; ferry adds what it was doing.
-            data.where += f" while fetching and collating sample indices {indices!r}"
-        return idx, data
+        return data
 
     def _unpack(self, packed: Packed) -> Any:
         tensors: list[torch.Tensor] = []
@@ -408,6 +419,7 @@ class WorkerIter(_MultiProcessingDataLoaderIter):
             ring = self._ring(packed.worker, packed.ring_offset)
             refs = [r for r in packed.tensors if not isinstance(r, bytes)]
             copy = ring.count(self._held_slot) >= _MAX_HELD
+            self.copied_batches += copy
             in_slot = iter(ring.take(packed.slot, refs, copy))
             tensors = [pickle.loads(r) if isinstance(r, bytes) else next(in_slot)
                        for r in packed.tensors]
@@ -423,7 +435,17 @@ class WorkerIter(_MultiProcessingDataLoaderIter):
         return ring
 
     def _reset(self, loader: Any, first_iter: bool = False) -> None:
-        super()._reset(loader, first_iter)
+        # torch forgets the batches that arrived early (its reorder buffer) and drains
+        # the ones still in flight, dropping both: unpack them all first or as they come,
+        # so that their slots are freed.
+        for info in getattr(self, "_task_info", {}).values():
+            if len(info) == 2 and isinstance(info[1], Packed):
+                self._unpack(info[1])
+        self._discarding = True
+        try:
+            super()._reset(loader, first_iter)
+        finally:
+            self._discarding = False
         self._ended_workers.clear()  # persistent workers start the new epoch afresh
 
     # --- failures -------------------------------------------------------------------
