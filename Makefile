@@ -36,14 +36,12 @@ test-py: build
 
 test: test-cpp test-py
 
-# Side by side with torch.utils.data.DataLoader: the native gather, then worker processes.
+# Side by side with torch.utils.data.DataLoader: every workload (python -m ferry.bench).
 bench: build
-	PYTHONPATH=python $(PYTHON) benchmarks/bench_native.py
-	PYTHONPATH=python $(PYTHON) benchmarks/bench_workers.py
+	PYTHONPATH=python $(PYTHON) -m ferry.bench
 
 bench-quick: build
-	PYTHONPATH=python $(PYTHON) benchmarks/bench_native.py --quick
-	PYTHONPATH=python $(PYTHON) benchmarks/bench_workers.py --quick
+	PYTHONPATH=python $(PYTHON) -m ferry.bench --quick
 
 clean:
 	rm -rf build python/ferry/_C*.so
