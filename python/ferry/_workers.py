@@ -351,7 +351,6 @@ class WorkerIter(_MultiProcessingDataLoaderIter):
         self._ring_fds = [os.memfd_create(f"ferry-ring-{i}") for i in range(n)]
         self._stack_fds = [os.memfd_create(f"ferry-stack-{i}") for i in range(n)]
         self._rings: dict[tuple[int, int], Any] = {}  # (worker, ring offset) -> ring
-        self._free_slot = C.SlotState.FREE
         self._held_slot = C.SlotState.HELD
         nslots = min((loader.prefetch_factor or 2) + _EXTRA_SLOTS, 256)
         # The sampler indices of each task in flight, to name them when it fails.
