@@ -74,8 +74,11 @@ def test_timeout():
 
     loader = ferry.DataLoader(Slow(), batch_size=2, num_workers=1, worker_type="thread",
                               timeout=0.2)
-    with pytest.raises(RuntimeError, match="timed out after 0.2 seconds"):
+    with pytest.raises(RuntimeError, match="timed out after 0.2 seconds") as info:
         next(iter(loader))
+    text = str(info.value)  # the watchdog: who holds the batch, and where it is stuck
+    assert "sample indices [0, 1]" in text and "ferry-worker" in text
+    assert "time.sleep(2)" in text
 
 
 def test_persistent_threads_and_no_leftover_threads():

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import collections
 import itertools
+import sys
 import threading
 import time
+import traceback
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
@@ -61,6 +63,9 @@ class ThreadIter(_BaseDataLoaderIter):
             self._num_workers, thread_name_prefix="ferry-worker", initializer=init_thread
         )
         self._pending: collections.deque[tuple[Future, Any]] = collections.deque()
+        # Which thread is fetching which batch, for the watchdog's report.
+        self._fetching: dict[int, threading.Thread] = {}
+        self._task_ids = itertools.count()
         self._sampler_done = False
         self._refill()
 
@@ -71,12 +76,32 @@ class ThreadIter(_BaseDataLoaderIter):
             except StopIteration:
                 self._sampler_done = True
                 break
-            self._pending.append((self._pool.submit(self._timed_fetch, index), index))
+            task = next(self._task_ids)
+            future = self._pool.submit(self._timed_fetch, task, index)
+            future.task_id = task  # type: ignore[attr-defined]
+            self._pending.append((future, index))
 
-    def _timed_fetch(self, index: Any) -> tuple[Any, float]:
-        started = time.perf_counter()
-        data = self._fetcher.fetch(index)
-        return data, time.perf_counter() - started
+    def _timed_fetch(self, task: int, index: Any) -> tuple[Any, float]:
+        self._fetching[task] = threading.current_thread()
+        try:
+            started = time.perf_counter()
+            data = self._fetcher.fetch(index)
+            return data, time.perf_counter() - started
+        finally:
+            del self._fetching[task]
+
+    def _timed_out(self, future: Future, index: Any) -> RuntimeError:
+        """torch's timeout message, plus which thread holds the batch and its stack."""
+        what = f"DataLoader timed out after {self._timeout} seconds"
+        thread = self._fetching.get(getattr(future, "task_id", -1))
+        frame = sys._current_frames().get(thread.ident) if thread is not None else None
+        if frame is None:
+            return RuntimeError(f"{what}: sample indices {index!r} were not started yet")
+        stack = "".join(traceback.format_stack(frame))
+        return RuntimeError(
+            f"{what}: sample indices {index!r} are with worker thread {thread.name}.\n"
+            f"Its Python stack now:\n{stack}"
+        )
 
     def _next_data(self) -> Any:
         self._refill()
@@ -90,14 +115,14 @@ class ThreadIter(_BaseDataLoaderIter):
         else:
             done, _ = wait([f for f, _ in self._pending], timeout, FIRST_COMPLETED)
             if not done:
-                raise RuntimeError(f"DataLoader timed out after {self._timeout} seconds")
+                raise self._timed_out(*self._pending[0])
             k = next(k for k, (f, _) in enumerate(self._pending) if f in done)
             future, index = self._pending[k]
             del self._pending[k]
         try:
             data, self.last_produce_s = future.result(timeout)
         except FutureTimeout:
-            raise RuntimeError(f"DataLoader timed out after {self._timeout} seconds") from None
+            raise self._timed_out(future, index) from None
         except Exception as exc:
             exc.add_note(f"(in a ferry thread worker, fetching sample indices {index!r})")
             raise
