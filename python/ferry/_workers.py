@@ -106,7 +106,8 @@ class _Arena:
             return None
         if t.untyped_storage().data_ptr() != self.slot.untyped_storage().data_ptr():
             return None
-        return t.data_ptr() - self.base
+        offset = t.data_ptr() - self.base
+        return offset if 0 <= offset < self.slot.numel() else None
 
 
 def _stack_into_slot(arena: _Arena | None, batch: Any, *, collate_fn_map: Any = None) -> Any:
@@ -202,6 +203,8 @@ class _WorkerState:
         """Where `t` lives in the slot (copied there if needed); None to pickle it."""
         if arena is None or not _fits_a_slot(t):
             return None
+        if t.numel() == 0:  # no bytes to place (and its data pointer may be null)
+            return (0, t.dtype, list(t.shape), list(t.stride()))
         offset = arena.offset_of(t)
         if offset is None or any(s < 0 for s in t.stride()):
             dst = arena.alloc(t.dtype, tuple(t.shape))
