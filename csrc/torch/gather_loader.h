@@ -41,7 +41,7 @@ class GatherLoader {
                std::vector<ColumnSpec> columns, GatherOptions options);
 
   int64_t submit(std::vector<int64_t> indices) { return pipeline_->submit(std::move(indices)); }
-  // Blocks without holding the GIL's equivalent of anything: callers release it.
+  // Blocks until a batch is ready or the timeout passes; callers release the GIL.
   std::optional<Batch> wait(double timeout_s) { return pipeline_->next(timeout_s); }
   // Builds the column tensors of a finished batch and returns its slot's claim.
   DeliveredBatch deliver(Batch batch);

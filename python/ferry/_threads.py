@@ -28,8 +28,6 @@ from torch.utils.data._utils.fetch import _MapDatasetFetcher
 from torch.utils.data._utils.pin_memory import pin_memory
 from torch.utils.data.dataloader import _BaseDataLoaderIter, _DatasetKind
 
-from . import _native
-
 
 class ThreadIter(_BaseDataLoaderIter):
     path = "threads"
@@ -42,8 +40,6 @@ class ThreadIter(_BaseDataLoaderIter):
                 "worker_type='thread' needs a map-style dataset; use process workers "
                 "for an IterableDataset"
             )
-        device = loader.device
-        self._device = device if device is not None and device.type != "cpu" else None
         self._in_order = loader.in_order
         self._depth = max(1, loader.prefetch_factor * self._num_workers)
         self._fetcher = _MapDatasetFetcher(
@@ -128,8 +124,6 @@ class ThreadIter(_BaseDataLoaderIter):
             raise
         if self._pin_memory:
             data = pin_memory(data, self._pin_memory_device)
-        if self._device is not None:
-            data = _native.move_to_device(data, self._device)
         return data
 
     def _reset(self, loader: Any, first_iter: bool = False) -> None:

@@ -159,8 +159,8 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
         if plan is not None:
             return _native.NativeIter(self, plan, self.device)
         if self.num_workers > 0 and self.worker_type == "thread":
-            return _threads.ThreadIter(self)
-        if self.num_workers > 0:
+            iterator = _threads.ThreadIter(self)
+        elif self.num_workers > 0:
             self.check_worker_number_rationality()
             iterator = _workers.WorkerIter(self)
         else:
@@ -171,9 +171,8 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
 
 
 class _DeviceIter:
-    """torch's own iterator, with each batch copied to `device` as it is handed over."""
-
-    path = "torch"
+    """Another iterator (torch's own, worker processes or threads), with each batch copied
+    to `device` as it is handed over."""
 
     def __init__(self, inner: Any, device: torch.device) -> None:
         self._inner = inner
@@ -190,3 +189,6 @@ class _DeviceIter:
 
     def _reset(self, loader: Any, first_iter: bool = False) -> None:
         self._inner._reset(loader, first_iter)
+
+    def __getattr__(self, name: str) -> Any:  # path, last_produce_s, ... of the inner one
+        return getattr(self._inner, name)
