@@ -71,12 +71,7 @@ void register_gather(py::module_& m) {
       .def("add_leaf", &IndexPlan::add_leaf, py::arg("leaf"), py::arg("rows"))
       .def("add_subset", &IndexPlan::add_subset, py::arg("child"), py::arg("indices"))
       .def("add_concat", &IndexPlan::add_concat, py::arg("children"))
-      .def("__len__", &IndexPlan::length)
-      .def("resolve", [](const IndexPlan& p, int64_t i) -> py::object {
-        RowRef r;
-        if (!p.resolve(i, &r)) return py::none();
-        return py::make_tuple(r.leaf, r.row);
-      });
+      .def("__len__", &IndexPlan::length);
 
   py::class_<GatherLoader>(m, "GatherLoader",
                            "Gathers batches of rows from arrays into staging slots in C++ "
