@@ -32,6 +32,7 @@ from torch.utils.data._utils.fetch import _MapDatasetFetcher
 from torch.utils.data.dataloader import _BaseDataLoaderIter
 
 from . import _ext
+from ._resume import Resumable
 from .datasets import ArrayDataset, torch_dtype_of
 
 # (data_ptr, shape, byte_strides, itemsize), as the C++ StridedArray takes it
@@ -166,7 +167,7 @@ def default_threads() -> int:
     return max(1, min(4, cpus))
 
 
-class NativeIter(_BaseDataLoaderIter):
+class NativeIter(Resumable, _BaseDataLoaderIter):
     """Iterates a DataLoader whose dataset compiled to a NativePlan.
 
     Indices come from the loader's own sampler in the main thread, exactly as torch
@@ -180,6 +181,7 @@ class NativeIter(_BaseDataLoaderIter):
     last_produce_s: float | None = None  # the C++ gather time of the last batch
 
     def __init__(self, loader: Any, plan: NativePlan, device: torch.device | None) -> None:
+        self._init_resume(loader)
         super().__init__(loader)
         C = _ext.load()
         threads = loader.num_workers or default_threads()
@@ -187,6 +189,8 @@ class NativeIter(_BaseDataLoaderIter):
         if loader.num_workers == 0 and not may_draw_ahead(self._index_sampler):
             self._depth = 1  # torch without workers draws each batch when it is asked for
         self._device = device if device is not None and device.type != "cpu" else None
+        self._in_order = loader.in_order or loader.num_workers == 0
+        self._first_seq: int | None = None  # the C++ sequence number of the epoch's first batch
         self._plan = plan  # holds the arrays whose memory the C++ threads read
         self._gather = C.GatherLoader(
             plan.index_plan,
@@ -195,7 +199,7 @@ class NativeIter(_BaseDataLoaderIter):
             num_threads=threads,
             max_in_flight=self._depth,
             pinned=self._pin_memory or self._device is not None,
-            in_order=loader.in_order or loader.num_workers == 0,
+            in_order=self._in_order,
             unbatched=not self._auto_collation,
         )
         # Stops the threads when the iterator goes (in a forked child that inherited it,
@@ -221,6 +225,8 @@ class NativeIter(_BaseDataLoaderIter):
                 self._sampler_done = True
                 break
             seq, plain = self._gather.submit(index)
+            if self._first_seq is None:
+                self._first_seq = seq
             if not plain:
                 self._passthrough[seq] = index
 
@@ -234,6 +240,8 @@ class NativeIter(_BaseDataLoaderIter):
         if got is None:
             raise RuntimeError(f"DataLoader timed out after {self._timeout} seconds")
         seq, columns, rejected, error, self.last_produce_s, indices = got
+        if not self._in_order:
+            self._yielded_task = seq - self._first_seq
         index = self._passthrough.pop(seq, None)
         if index is None:
             index = indices if self._auto_collation else indices[0]
@@ -263,6 +271,7 @@ class NativeIter(_BaseDataLoaderIter):
             self._gather.next(0.0)
         self._passthrough.clear()
         self._sampler_done = False
+        self._first_seq = None
         if self._num_workers > 0:
             self._refill()
 

@@ -28,12 +28,15 @@ from torch.utils.data._utils.fetch import _MapDatasetFetcher
 from torch.utils.data._utils.pin_memory import pin_memory
 from torch.utils.data.dataloader import _BaseDataLoaderIter, _DatasetKind
 
+from ._resume import Resumable
 
-class ThreadIter(_BaseDataLoaderIter):
+
+class ThreadIter(Resumable, _BaseDataLoaderIter):
     path = "threads"
     last_produce_s: float | None = None  # fetch + collate time of the last batch
 
     def __init__(self, loader: Any) -> None:
+        self._init_resume(loader)
         super().__init__(loader)
         if self._dataset_kind != _DatasetKind.Map:
             raise ValueError(
@@ -115,6 +118,7 @@ class ThreadIter(_BaseDataLoaderIter):
             k = next(k for k, (f, _) in enumerate(self._pending) if f in done)
             future, index = self._pending[k]
             del self._pending[k]
+            self._yielded_task = future.task_id  # type: ignore[attr-defined]
         try:
             data, self.last_produce_s = future.result(timeout)
         except FutureTimeout:
@@ -133,6 +137,7 @@ class ThreadIter(_BaseDataLoaderIter):
             if not future.cancel():
                 future.exception()
         self._sampler_done = False
+        self._task_ids = itertools.count()  # tasks count from 0 in each epoch
         self._refill()
 
     def _shutdown(self) -> None:

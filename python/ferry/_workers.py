@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 from torch._utils import ExceptionWrapper
-from torch.utils.data import _utils, get_worker_info
+from torch.utils.data import IterableDataset, _utils, get_worker_info
 from torch.utils.data._utils import MP_STATUS_CHECK_INTERVAL
 from torch.utils.data._utils.collate import (
     collate,
@@ -45,6 +45,7 @@ from torch.utils.data._utils.worker import _IterableDatasetStopIteration
 from torch.utils.data.dataloader import _DatasetKind, _MultiProcessingDataLoaderIter
 
 from . import _ext
+from ._resume import Resumable, RngWatcher, apply_worker_resume, has_dataset_state
 
 _ALIGN = 64
 _PAGE = 4096
@@ -78,6 +79,12 @@ class Packed:
     payload: bytes
     tensors: list[tuple[int, torch.dtype, list[int], list[int]] | bytes]
     produce_s: float = 0.0  # the worker's time to collate and pack the batch
+    # The worker's generators after this batch (None: unchanged since its last batch),
+    # and its IterableDataset's own state_dict(), for DataLoader.state_dict().
+    rng: dict | None = None
+    dataset_state: Any = None
+    ended: bool = False  # a short batch: the worker's IterableDataset ran out making it
+    task: int = -1  # torch's task index, set in the main process
 
 
 class _Arena:
@@ -151,7 +158,14 @@ class _WorkerState:
         self.nslots = nslots
         self.ring: Any = None  # ferry._C.SharedRing, made at the first batch
         self.ring_offset = 0
-        self.worker = get_worker_info().id
+        info = get_worker_info()
+        self.worker = info.id
+        self.rng = RngWatcher()
+        self.dataset = info.dataset
+        # An IterableDataset's position is its own; a map-style dataset's is the sampler's.
+        self.dataset_has_state = isinstance(info.dataset, IterableDataset) and has_dataset_state(
+            info.dataset
+        )
 
     def claim(self) -> tuple[int, _Arena | None]:
         if self.ring is None:
@@ -235,10 +249,12 @@ class RingCollate:
     """The collate_fn the workers run: the loader's own, with its tensors landing in the
     worker's ring and the batch sent as a Packed."""
 
-    def __init__(self, collate_fn: Any, fds: list[int], nslots: int) -> None:
+    def __init__(self, collate_fn: Any, fds: list[int], nslots: int,
+                 batch_size: int | None = None) -> None:
         self.collate_fn = collate_fn
         self.fds = fds
         self.nslots = nslots
+        self.batch_size = batch_size
         self._state: _WorkerState | None = None
 
     def __reduce__(self) -> Any:
@@ -246,8 +262,8 @@ class RingCollate:
         # inherits them and never pickles this).
         from multiprocessing import reduction
 
-        return (_rebuild_ring_collate, (self.collate_fn, [reduction.DupFd(fd) for fd in self.fds],
-                                        self.nslots))
+        fds = [reduction.DupFd(fd) for fd in self.fds]
+        return (_rebuild_ring_collate, (self.collate_fn, fds, self.nslots, self.batch_size))
 
     def __call__(self, batch: Any) -> Packed:
         if self._state is None:
@@ -265,6 +281,11 @@ class RingCollate:
             else:
                 data = self.collate_fn(batch)
             packed = state.pack(data, slot, arena)
+            packed.rng = state.rng.changed()
+            if state.dataset_has_state:
+                packed.dataset_state = state.dataset.state_dict()
+                # torch's fetcher stops asking an iterator that fell short of a batch
+                packed.ended = self.batch_size is not None and len(batch) < self.batch_size
             packed.produce_s = time.perf_counter() - started
             return packed
         except BaseException:
@@ -272,32 +293,38 @@ class RingCollate:
             raise
 
 
-def _rebuild_ring_collate(collate_fn: Any, dupfds: list[Any], nslots: int) -> RingCollate:
-    return RingCollate(collate_fn, [d.detach() for d in dupfds], nslots)
+def _rebuild_ring_collate(collate_fn: Any, dupfds: list[Any], nslots: int,
+                          batch_size: int | None) -> RingCollate:
+    return RingCollate(collate_fn, [d.detach() for d in dupfds], nslots, batch_size)
 
 
 class WorkerInit:
     """The worker_init_fn the workers run: makes the worker dump its Python stacks into a
-    file of the main process's on SIGUSR1 (for the watchdog), then runs the loader's."""
+    file of the main process's on SIGUSR1 (for the watchdog), runs the loader's, then, in
+    a resumed loader, puts the worker where the original one was (its generators, its
+    IterableDataset's state)."""
 
-    def __init__(self, init_fn: Any, stack_fds: list[int]) -> None:
+    def __init__(self, init_fn: Any, stack_fds: list[int], resume: list[Any] | None) -> None:
         self.init_fn = init_fn
         self.stack_fds = stack_fds
+        self.resume = resume
 
     def __reduce__(self) -> Any:
         from multiprocessing import reduction
 
         fds = [reduction.DupFd(fd) for fd in self.stack_fds]
-        return (_rebuild_worker_init, (self.init_fn, fds))
+        return (_rebuild_worker_init, (self.init_fn, fds, self.resume))
 
     def __call__(self, worker_id: int) -> None:
         faulthandler.register(STACK_SIGNAL, file=self.stack_fds[worker_id], all_threads=True)
         if self.init_fn is not None:
             self.init_fn(worker_id)
+        if self.resume is not None:
+            apply_worker_resume(self.resume[worker_id], get_worker_info().dataset)
 
 
-def _rebuild_worker_init(init_fn: Any, dupfds: list[Any]) -> WorkerInit:
-    return WorkerInit(init_fn, [d.detach() for d in dupfds])
+def _rebuild_worker_init(init_fn: Any, dupfds: list[Any], resume: list[Any] | None) -> WorkerInit:
+    return WorkerInit(init_fn, [d.detach() for d in dupfds], resume)
 
 
 class _LoaderWithCollate:
@@ -342,7 +369,7 @@ def _describe_exit(code: int | None) -> str:
     return f"exited unexpectedly with exit code {code}"
 
 
-class WorkerIter(_MultiProcessingDataLoaderIter):
+class WorkerIter(Resumable, _MultiProcessingDataLoaderIter):
     """torch's multiprocessing iterator, with batches travelling through shared rings."""
 
     path = "workers"
@@ -351,6 +378,11 @@ class WorkerIter(_MultiProcessingDataLoaderIter):
     def __init__(self, loader: Any) -> None:
         C = _ext.load()
         n = loader.num_workers
+        self._init_resume(loader)
+        resume = self._resume or {}
+        self._worker_states = resume.get("workers") or [None] * n
+        # the worker the original would have asked for its next batch
+        self._cycle_advance = resume.get("next_worker") or 0
         self._ring_fds = [os.memfd_create(f"ferry-ring-{i}") for i in range(n)]
         self._stack_fds = [os.memfd_create(f"ferry-stack-{i}") for i in range(n)]
         self._rings: dict[tuple[int, int], Any] = {}  # (worker, ring offset) -> ring
@@ -362,12 +394,16 @@ class WorkerIter(_MultiProcessingDataLoaderIter):
         self._discarding = False  # True while torch drains a finished epoch
         self.copied_batches = 0  # batches copied out of their slot (the user held many)
         self._last_index: Any = None
-        collate_fn = RingCollate(loader.collate_fn, self._ring_fds, nslots)
+        batch_size = loader.batch_size if loader.batch_sampler is not None else None
+        collate_fn = RingCollate(loader.collate_fn, self._ring_fds, nslots, batch_size)
+        self._resume_ended = set(resume.get("ended_workers") or ())
+        self._idle_workers: set[int] = set()  # resumed as ended, without being told to stop
+        self._short_workers: set[int] = set()  # handed over a short batch this epoch
         global _starting
         _live_iterators.add(self)
         _starting = self  # its forked workers keep its ring fds (see _after_fork_in_child)
         try:
-            init_fn = WorkerInit(loader.worker_init_fn, self._stack_fds)
+            init_fn = WorkerInit(loader.worker_init_fn, self._stack_fds, resume.get("workers"))
             super().__init__(_LoaderWithCollate(loader, collate_fn, init_fn))
         except BaseException:
             self._close_ring_fds()
@@ -381,6 +417,14 @@ class WorkerIter(_MultiProcessingDataLoaderIter):
         return self._last_index
 
     def _try_put_index(self) -> None:
+        while self._cycle_advance:  # a resumed epoch: the original's next worker first
+            self._cycle_advance -= 1
+            next(self._worker_queue_idx_cycle)
+        for wid in sorted(self._resume_ended):  # ... and without those that had run out
+            self._resume_ended.discard(wid)
+            self._ended_workers.add(wid)
+            self._workers_status[wid] = False  # no tasks; told to stop with the others
+            self._idle_workers.add(wid)
         sent = self._send_idx
         super()._try_put_index()
         if self._send_idx != sent and self._dataset_kind == _DatasetKind.Map:
@@ -396,7 +440,10 @@ class WorkerIter(_MultiProcessingDataLoaderIter):
         indices = self._task_indices.pop(idx, None) if isinstance(idx, int) else None
         if isinstance(data, _IterableDatasetStopIteration):
             self._ended_workers.add(data.worker_id)
+        if isinstance(data, Packed):
+            data.task = idx
         if isinstance(data, Packed) and self._discarding:
+            self._note_worker_state(data)
             data = self._unpack(data)  # and dropped: its slot is free again
         elif isinstance(data, ExceptionWrapper) and indices is not None:
             # torch names the worker; ferry adds what it was doing.
@@ -410,10 +457,38 @@ class WorkerIter(_MultiProcessingDataLoaderIter):
         data = super()._process_data(data, worker_idx)
         if isinstance(data, Packed):
             self.last_produce_s = data.produce_s
+            self._note_worker_state(data)
+            if not self._in_order:
+                self._yielded_task = data.task
             data = self._unpack(data)
             if self._pin_memory:  # torch's pin thread only saw the Packed
                 data = pin_memory(data, self._pin_memory_device)
         return data
+
+    def _note_worker_state(self, packed: Packed) -> None:
+        """The worker's state after this batch, which it is handing over (or torch is
+        discarding): where a resumed worker would go on from."""
+        if packed.ended:
+            self._short_workers.add(packed.worker)
+        if packed.rng is None and packed.dataset_state is None:
+            return
+        now = dict(self._worker_states[packed.worker] or {})
+        if packed.rng is not None:
+            now["rng"] = packed.rng
+        if packed.dataset_state is not None:
+            now["dataset"] = packed.dataset_state
+        self._worker_states[packed.worker] = now
+
+    def resume_snapshot(self) -> dict[str, Any]:
+        state = super().resume_snapshot()
+        if self._resume is None and state["epoch"] is not None and not state["epoch"].get("replay"):
+            info = self._task_info.get(self._rcvd_idx)
+            state["next_worker"] = info[0] if info else 0
+            if self._dataset_kind == _DatasetKind.Iterable:
+                # Only a short batch handed over says so: a worker's end may arrive ahead
+                # of its last batches, and a worker resumed at its dataset's end ends.
+                state["ended_workers"] = sorted(self._short_workers)
+        return state
 
     def _unpack(self, packed: Packed) -> Any:
         tensors: list[torch.Tensor] = []
@@ -449,6 +524,8 @@ class WorkerIter(_MultiProcessingDataLoaderIter):
         finally:
             self._discarding = False
         self._ended_workers.clear()  # persistent workers start the new epoch afresh
+        self._idle_workers.clear()
+        self._short_workers.clear()
 
     # --- failures -------------------------------------------------------------------
     def _describe_late_batch(self, what: str) -> str:
@@ -520,6 +597,9 @@ class WorkerIter(_MultiProcessingDataLoaderIter):
         # _STOP_GRACE_SECONDS in all to exit on their own, then are terminated.
         # With a pin-memory thread torch must stop that thread first (a worker terminated
         # mid-message could leave it blocked), so the quick path is for its absence.
+        for wid in self._idle_workers:  # so that torch tells them to stop too
+            self._workers_status[wid] = True
+        self._idle_workers.clear()
         if (
             not self._shutdown
             and _utils.python_exit_status is False

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import torch
 import torch.utils.data
 from torch.utils.data._utils.collate import default_collate, default_convert
-from torch.utils.data.dataloader import _DatasetKind
+from torch.utils.data.dataloader import _DatasetKind, _SingleProcessDataLoaderIter
 
-from . import _ext, _native, _stats, _threads, _workers
+from . import _ext, _native, _resume, _stats, _threads, _workers
 
 __all__ = ["DataLoader"]
 
@@ -64,6 +65,9 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
 
     device: torch.device | None
     worker_type: str
+    _resumable: Any = None  # a weak reference to the latest iterator
+    _pending_resume: dict[str, Any] | None = None
+    _pending_dataset_state: Any = None
 
     def __init__(
         self,
@@ -149,8 +153,97 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
             f"num_workers={self.num_workers}, device={self.device}{stats})"
         )
 
+    # --- checkpoints --------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Where this loader is: after ``load_state_dict`` of this state, a fresh loader
+        built with the same arguments yields exactly the batches this one would yield
+        next, to the bit, through the end of the epoch and the following ones (batches
+        prefetched but not yet yielded are fetched again: none lost, none repeated).
+
+        Plain data (numbers, lists, byte tensors): ``torch.save`` / ``torch.load`` keep
+        it. Taken between batches, at any point of an epoch::
+
+            torch.save({"model": model.state_dict(), "loader": loader.state_dict()}, f)
+            ...
+            loader = ferry.DataLoader(...same arguments...)
+            loader.load_state_dict(torch.load(f)["loader"])
+
+        The sampler's randomness is restored where it comes from torch generators (the
+        loader's ``generator``, the sampler's own, torch's global one, which resume
+        borrows without changing the training loop's state); the workers' from their
+        torch, ``random`` and numpy generators; an IterableDataset's from its own
+        ``state_dict()``/``load_state_dict()`` when it has them (otherwise its epoch is
+        replayed up to the snapshot, reading its skipped batches again). Skipped batches
+        of a map-style dataset are not read.
+        """
+        it = self._resumable() if self._resumable is not None else None
+        snap = it.resume_snapshot() if it is not None else self._pending_resume
+        persistent = self.persistent_workers and self.num_workers > 0
+        if snap is not None and snap.get("epoch") is None and not persistent:
+            snap = None  # the next epoch starts afresh, with a fresh iterator
+        dataset_state = None
+        if (
+            snap is not None
+            and snap.get("epoch") is not None
+            and self._dataset_kind == _DatasetKind.Iterable
+            and self.num_workers == 0
+            and _resume.has_dataset_state(self.dataset)
+        ):
+            dataset_state = self.dataset.state_dict()  # no prefetch: as of the last batch
+        sampler_epoch = getattr(_epoch_sampler(self), "epoch", None)
+        state = {
+            "ferry_state_version": _resume.VERSION,
+            "config": _resume.fingerprint(self),
+            "generators": [g.get_state() for g in _resume.sampler_generators(self)],
+            "sampler_epoch": sampler_epoch if isinstance(sampler_epoch, int) else None,
+            "iterator": snap,
+            "dataset": dataset_state,
+        }
+        state["checksum"] = _resume.checksum(state)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from `state` (see :meth:`state_dict`): the next ``iter(loader)``
+        yields what the loader that made it would have yielded next. A state from a
+        loader configured differently, or a corrupted one, raises ValueError."""
+        _resume.validate(state, self)
+        generators = _resume.sampler_generators(self)
+        if len(generators) != len(state["generators"]):
+            raise ValueError(
+                f"load_state_dict: the state has {len(state['generators'])} sampler "
+                f"generators, this loader has {len(generators)}"
+            )
+        for g, s in zip(generators, state["generators"], strict=True):
+            g.set_state(s)
+        if state["sampler_epoch"] is not None:
+            _epoch_sampler(self).set_epoch(state["sampler_epoch"])
+        if self._iterator is not None:  # persistent workers of the old position: stop them
+            old, self._iterator = self._iterator, None
+            del old
+        self._pending_resume = state["iterator"]
+        self._pending_dataset_state = state["dataset"]
+
+    def _take_resume(self) -> dict[str, Any] | None:
+        """For the iterator being made: the loaded state it continues from, with the
+        random states before it was made (its seed draw is undone)."""
+        resume, self._pending_resume = self._pending_resume, None
+        if resume is None:
+            return None
+        return {
+            **resume,
+            "rng_before_iter": {
+                "global": torch.get_rng_state(),
+                "loader": self.generator.get_state() if self.generator is not None else None,
+            },
+        }
+
     def _get_iterator(self) -> Any:
+        dataset_state, self._pending_dataset_state = self._pending_dataset_state, None
+        if dataset_state is not None:
+            self.dataset.load_state_dict(dataset_state)
         iterator = self._make_iterator()
+        inner = iterator._inner if isinstance(iterator, _DeviceIter) else iterator
+        self._resumable = weakref.ref(inner)
         self._stats_recorder = _stats.StatsRecorder(getattr(iterator, "path", "torch"))
         return _stats.MeasuredIter(iterator, self._stats_recorder)
 
@@ -164,10 +257,37 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
             self.check_worker_number_rationality()
             iterator = _workers.WorkerIter(self)
         else:
-            iterator = super()._get_iterator()
+            iterator = _SingleIter(self)
         if self.device is not None and self.device.type != "cpu":
             return _DeviceIter(iterator, self.device)
         return iterator
+
+
+def _epoch_sampler(loader: Any) -> Any:
+    """The sampler whose ``set_epoch`` reshuffles (a DistributedSampler), or None."""
+    for s in (loader.sampler, getattr(loader.batch_sampler, "sampler", None)):
+        if callable(getattr(s, "set_epoch", None)):
+            return s
+    return None
+
+
+class _SingleIter(_resume.Resumable, _SingleProcessDataLoaderIter):
+    """torch's single-process iteration, resumable."""
+
+    path = "torch"
+
+    def __init__(self, loader: Any) -> None:
+        self._init_resume(loader)
+        super().__init__(loader)
+        epoch = (self._resume or {}).get("epoch") or {}
+        if epoch.get("ended"):  # the original's IterableDataset had run out
+            self._dataset_fetcher.ended = True
+
+    def resume_snapshot(self) -> dict[str, Any]:
+        state = super().resume_snapshot()
+        if state["epoch"] is not None and getattr(self._dataset_fetcher, "ended", False):
+            state["epoch"]["ended"] = True
+        return state
 
 
 class _DeviceIter:

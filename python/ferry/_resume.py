@@ -1,0 +1,396 @@
+"""Mid-epoch snapshots and exact resume: what ``DataLoader.state_dict()`` records and how
+a fresh loader given it (``load_state_dict``) yields the batches the original would have
+yielded next.
+
+What decides a loader's batches, and how each is kept:
+
+* the sampler's indices: the states of the torch generators it draws from (the
+  loader's ``generator``, the sampler's own, torch's global one), saved just before the
+  epoch's first draw. On resume they are put back and the indices already yielded are
+  drawn and skipped without fetching anything; the global generator is put back only
+  while the sampler draws (the training loop's own random state is left as it is);
+* the workers' seeds (the base seed), kept as a number and not drawn again;
+* what a worker's ``__getitem__`` draws from its random generators (torch, ``random``,
+  numpy): each worker reports its generators' states after every batch that changed
+  them, and the states after each worker's last yielded batch are restored in fresh
+  workers, before they fetch anything; the same for an IterableDataset's own
+  ``state_dict()`` where it has one (an IterableDataset without one is replayed from the
+  start of the epoch: its skipped batches are read again and dropped);
+* which batches were yielded: a count, plus the positions yielded out of order
+  (``in_order=False``).
+
+Batches prefetched but not yet yielded at snapshot time are fetched again after resume:
+none is lost or repeated. The state is plain data (numbers, lists, dicts, byte tensors):
+it survives ``torch.save`` / ``torch.load(weights_only=True)``. A checksum and a
+fingerprint of the loader's configuration reject a corrupted state or one from another
+loader with a ValueError.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import struct
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import BatchSampler
+from torch.utils.data.dataloader import _DatasetKind
+
+VERSION = 1
+
+
+# --- random generators --------------------------------------------------------------
+def sampler_generators(loader: Any) -> list[torch.Generator]:
+    """The generators the loader's sampler draws from, besides torch's global one."""
+    found: list[torch.Generator] = []
+    candidates = [loader.generator, loader._index_sampler]
+    if isinstance(loader._index_sampler, BatchSampler):
+        candidates.append(loader._index_sampler.sampler)
+    for c in candidates:
+        g = c if isinstance(c, torch.Generator) else getattr(c, "generator", None)
+        if isinstance(g, torch.Generator) and all(g is not f for f in found):
+            found.append(g)
+    return found
+
+
+def capture_worker_rng() -> dict[str, Any]:
+    """This process's torch, ``random`` and numpy generator states, as plain data."""
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "random": [version, list(internal), gauss],
+        "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+    }
+
+
+def restore_worker_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["random"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+
+class RngWatcher:
+    """In a worker: its generators' states after a batch, or None when no generator
+    moved since the last report (a dataset without randomness costs a comparison)."""
+
+    def __init__(self) -> None:
+        self._last: tuple[Any, Any, Any] | None = None
+
+    def changed(self) -> dict[str, Any] | None:
+        now = (torch.get_rng_state(), random.getstate(), np.random.get_state())
+        last = self._last
+        if (
+            last is not None
+            and torch.equal(now[0], last[0])
+            and now[1] == last[1]
+            and now[2][2] == last[2][2]
+            and np.array_equal(now[2][1], last[2][1])
+        ):
+            return None
+        self._last = now
+        return capture_worker_rng()
+
+
+def apply_worker_resume(state: dict[str, Any] | None, dataset: Any) -> None:
+    """In a fresh worker, after its seeding and worker_init_fn: continue where the
+    original worker was after its last yielded batch."""
+    if not state:
+        return
+    if state.get("rng") is not None:
+        restore_worker_rng(state["rng"])
+    if state.get("dataset") is not None:
+        dataset.load_state_dict(state["dataset"])
+
+
+def has_dataset_state(dataset: Any) -> bool:
+    return callable(getattr(dataset, "state_dict", None)) and callable(
+        getattr(dataset, "load_state_dict", None)
+    )
+
+
+# --- one epoch's progress -----------------------------------------------------------
+class Epoch:
+    """The sampler stream of one epoch, as a resumable iterator sees it.
+
+    Positions count the sampler's draws from the epoch's start (in the original run). A
+    resumed epoch skips the positions already yielded; `handed[k]` is the position of
+    the k-th index handed to the iterator in this run. An IterableDataset's stream has
+    no positions: only a count of batches yielded.
+    """
+
+    def __init__(self, sampler_iter: Any, rng: dict[str, Any], positional: bool,
+                 workers_at_start: list[Any] | None, skip: dict[str, Any] | None = None) -> None:
+        self.sampler_iter = sampler_iter
+        self.rng = rng  # generator states before the epoch's first draw
+        self.positional = positional
+        self.workers_at_start = workers_at_start
+        self.done = 0  # positions [0, done) were yielded
+        self.extra: set[int] = set()  # and these, out of order
+        self.yielded = 0  # batches yielded in this run of the epoch
+        self.finished = False
+        self._skip_extra: set[int] = set()
+        self._next_pos = 0
+        self._handed: list[int] = []
+        if skip is not None and positional:
+            self.done = self._next_pos = skip["yielded"]
+            self.extra = set(skip["extra"])
+            self._skip_extra = set(self.extra)
+
+    def draw(self, next_index: Any) -> Any:
+        """The next index to fetch, skipping the positions already yielded."""
+        while True:
+            index = next_index()
+            pos = self._next_pos
+            self._next_pos += 1
+            if pos not in self._skip_extra:
+                if self.positional:
+                    self._handed.append(pos)
+                return index
+
+    def skip_to_start(self, next_index: Any) -> Any:
+        """Draws (and drops) the indices of the positions already yielded, then returns
+        the first index to fetch."""
+        for _ in range(self._next_pos):
+            next_index()
+        return self.draw(next_index)
+
+    def note_yielded(self, task: int | None) -> None:
+        k = task if task is not None else self.yielded
+        self.yielded += 1
+        if not self.positional:
+            self.done += 1
+            return
+        pos = self._handed[k]
+        if pos == self.done:
+            self.done += 1
+            while self.done in self.extra:
+                self.extra.remove(self.done)
+                self.done += 1
+        else:
+            self.extra.add(pos)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"rng": self.rng, "yielded": self.done, "extra": sorted(self.extra)}
+
+
+class Resumable:
+    """Mixed into ferry's iterators (first in the MRO): tracks the epoch's progress and
+    the workers' states for `state_dict`, and applies a pending resume.
+
+    Each iterator calls `_init_resume(loader)` before torch's constructor, and sets
+    `self._yielded_task` (which task of this epoch, counting from 0, it is handing over)
+    when it hands batches over out of order.
+    """
+
+    _resume: dict[str, Any] | None = None
+    _epoch: Epoch | None = None
+    _yielded_task: int | None = None
+    _replay_left = 0
+    _tracked_generators: list[torch.Generator] = []
+    # per worker: {"rng": ..., "dataset": ...} after its last batch handed over (None:
+    # as seeded); None without worker processes
+    _worker_states: list[Any] | None = None
+
+    def _init_resume(self, loader: Any) -> None:
+        self._resume = loader._take_resume()
+        self._tracked_generators = sampler_generators(loader)
+        self._loader_generator = loader.generator
+
+    # The workers' seed: torch draws it in its constructor; a resumed iterator takes the
+    # original's and puts back the generator the draw came from.
+    @property
+    def _base_seed(self) -> int:
+        return self.__dict__["_ferry_base_seed"]
+
+    @_base_seed.setter
+    def _base_seed(self, drawn: int) -> None:
+        resume = self._resume
+        if resume is not None and resume.get("base_seed") is not None:
+            drawn = resume["base_seed"]
+            pre = resume["rng_before_iter"]
+            if self._loader_generator is not None:
+                self._loader_generator.set_state(pre["loader"])
+            else:
+                torch.set_rng_state(pre["global"])
+        self.__dict__["_ferry_base_seed"] = drawn
+
+    def _current_rng(self) -> dict[str, Any]:
+        return {
+            "global": torch.get_rng_state(),
+            "generators": [g.get_state() for g in self._tracked_generators],
+        }
+
+    def _next_index(self) -> Any:
+        epoch = self._epoch
+        if epoch is None or epoch.sampler_iter is not self._sampler_iter:
+            return self._start_epoch()
+        return epoch.draw(super()._next_index)  # type: ignore[misc]
+
+    def _start_epoch(self) -> Any:
+        resume, self._resume = self._resume, None
+        skip = resume.get("epoch") if resume is not None else None
+        positional = self._dataset_kind == _DatasetKind.Map
+        workers = list(self._worker_states) if self._worker_states is not None else None
+        if skip is None or skip["rng"] is None or skip.get("replay"):
+            self._epoch = Epoch(self._sampler_iter, self._current_rng(), positional, workers)
+            if skip is not None:  # an IterableDataset without state_dict: read again
+                self._replay_left = skip["yielded"]
+            return self._epoch.draw(super()._next_index)  # type: ignore[misc]
+        self._epoch = epoch = Epoch(self._sampler_iter, skip["rng"], positional, workers, skip)
+        # The generators as they were before the original epoch's first draw; torch's
+        # global one only while the sampler draws.
+        user_global = torch.get_rng_state()
+        for g, s in zip(self._tracked_generators, skip["rng"]["generators"], strict=True):
+            g.set_state(s)
+        torch.set_rng_state(skip["rng"]["global"])
+        try:
+            first = epoch.skip_to_start(super()._next_index)  # type: ignore[misc]
+        finally:
+            torch.set_rng_state(user_global)
+        self._num_yielded = skip["yielded"] + len(skip["extra"])
+        if not positional:
+            epoch.done = skip["yielded"]
+        return first
+
+    def __next__(self) -> Any:
+        while True:
+            try:
+                data = super().__next__()  # type: ignore[misc]
+            except StopIteration:
+                if self._epoch is not None:
+                    self._epoch.finished = True
+                raise
+            task, self._yielded_task = self._yielded_task, None
+            if self._epoch is not None:
+                self._epoch.note_yielded(task)
+            if self._replay_left == 0:
+                return data
+            self._replay_left -= 1  # replayed, already yielded before the snapshot
+
+    def resume_snapshot(self) -> dict[str, Any]:
+        """This iterator's part of the loader's state_dict: its workers' seed and states,
+        and the epoch's progress (None once the epoch is over)."""
+        if self._resume is not None:  # loaded, and not drawn from yet: as loaded
+            pending = dict(self._resume)
+            pending.pop("rng_before_iter", None)
+            return pending
+        epoch = self._epoch
+        state: dict[str, Any] = {
+            "base_seed": self._base_seed,
+            "workers": self._worker_states,
+            "epoch": None,
+        }
+        if epoch is None or epoch.sampler_iter is not self._sampler_iter:
+            # made (its seed drawn) but not drawn from yet: its draws are still to come,
+            # from the generators as they are now (the loader's state_dict has them)
+            state["epoch"] = {"rng": None, "yielded": 0, "extra": []}
+        elif not epoch.finished:
+            state["epoch"] = epoch.snapshot()
+            state["epoch"]["yielded"] += self._replay_left  # still to be replayed
+            if not epoch.positional and not has_dataset_state(self._dataset):
+                # replayed from the epoch's start, by workers as they were then
+                state["epoch"]["replay"] = True
+                state["workers"] = epoch.workers_at_start
+        return state
+
+
+# --- the state's integrity ------------------------------------------------------------
+def fingerprint(loader: Any) -> dict[str, Any]:
+    """What a state must agree on with the loader that loads it."""
+    ds = loader.dataset
+    kind = "map" if loader._dataset_kind == _DatasetKind.Map else "iterable"
+    try:
+        length = len(ds)
+    except TypeError:
+        length = None
+    batch_sampler = loader.batch_sampler
+    return {
+        "dataset": type(ds).__qualname__,
+        "dataset_kind": kind,
+        "dataset_length": length,
+        "sampler": type(loader.sampler).__qualname__,
+        "batch_sampler": type(batch_sampler).__qualname__ if batch_sampler is not None else None,
+        "batch_size": loader.batch_size,
+        "drop_last": loader.drop_last,
+        "num_workers": loader.num_workers,
+        "worker_type": loader.worker_type,
+        "persistent_workers": loader.persistent_workers,
+        "in_order": loader.in_order,
+    }
+
+
+def _feed(h: Any, obj: Any) -> None:
+    """A canonical encoding of plain data, for the checksum."""
+    if obj is None or isinstance(obj, (bool, int, float, str, bytes)):
+        h.update(type(obj).__name__.encode() + b":" + repr(obj).encode() + b";")
+    elif isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{list(t.shape)}:".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    elif isinstance(obj, dict):
+        h.update(b"{" + struct.pack("<q", len(obj)))
+        for k in sorted(obj, key=repr):
+            _feed(h, k)
+            _feed(h, obj[k])
+        h.update(b"}")
+    elif isinstance(obj, (list, tuple)):
+        h.update(b"[" + struct.pack("<q", len(obj)))
+        for v in obj:
+            _feed(h, v)
+        h.update(b"]")
+    else:  # a dataset's own state may hold other things
+        h.update(b"R" + repr(obj).encode())
+
+
+def checksum(state: dict[str, Any]) -> str:
+    h = hashlib.sha256()
+    _feed(h, {k: v for k, v in state.items() if k != "checksum"})
+    return h.hexdigest()
+
+
+def validate(state: Any, loader: Any) -> None:
+    """Raises ValueError saying what is wrong with `state` for `loader`."""
+    if not isinstance(state, dict) or "ferry_state_version" not in state:
+        raise ValueError("load_state_dict: not a ferry.DataLoader state_dict")
+    if state["ferry_state_version"] != VERSION:
+        raise ValueError(
+            f"load_state_dict: state version {state['ferry_state_version']!r}, this ferry "
+            f"reads version {VERSION}"
+        )
+    if state.get("checksum") != checksum(state):
+        raise ValueError("load_state_dict: the state is corrupted (its checksum does not match)")
+    mine = fingerprint(loader)
+    theirs = state.get("config", {})
+    differ = [
+        f"{k}: state has {theirs.get(k)!r}, this loader has {v!r}"
+        for k, v in mine.items()
+        if theirs.get(k) != v
+    ]
+    if differ:
+        raise ValueError(
+            "load_state_dict: the state comes from a loader configured differently; "
+            + "; ".join(differ)
+        )
+    epoch = (state.get("iterator") or {}).get("epoch")
+    if epoch is not None:
+        total = _total_positions(loader)
+        done, extra = epoch["yielded"], epoch["extra"]
+        if total is not None and (done > total or any(not done < p < total for p in extra)):
+            raise ValueError(
+                f"load_state_dict: the state's yielded batches ({done}, {extra}) do not fit "
+                f"an epoch of {total} batches"
+            )
+
+
+def _total_positions(loader: Any) -> int | None:
+    if loader._dataset_kind != _DatasetKind.Map:
+        return None
+    try:
+        return len(loader._index_sampler)
+    except TypeError:
+        return None
