@@ -309,6 +309,7 @@ def fingerprint(loader: Any) -> dict[str, Any]:
     except TypeError:
         length = None
     batch_sampler = loader.batch_sampler
+    s = getattr(batch_sampler, "sampler", loader.sampler)
     return {
         "dataset": type(ds).__qualname__,
         "dataset_kind": kind,
@@ -321,6 +322,8 @@ def fingerprint(loader: Any) -> dict[str, Any]:
         "worker_type": loader.worker_type,
         "persistent_workers": loader.persistent_workers,
         "in_order": loader.in_order,
+        # a DistributedSampler's shard: rank 1's state must not resume rank 0
+        "shard": [getattr(s, "rank", None), getattr(s, "num_replicas", None)],
     }
 
 

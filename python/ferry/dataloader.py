@@ -53,6 +53,11 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
             ``"thread"``: worker threads in this process, for map-style datasets that
             release the GIL and for free-threaded Python (shared random generators, so
             torch's per-worker seeding is not reproduced; ``get_worker_info()`` is None).
+        distributed: under a running ``torch.distributed`` process group, shard the
+            (map-style) dataset by rank and world size with a
+            :class:`~torch.utils.data.DistributedSampler` (``shuffle`` as given, ``seed``
+            the ``generator``'s initial seed, or 0), so every rank gets the same number
+            of batches. Call :meth:`set_epoch` before each epoch to reshuffle.
 
     Every other argument means what it means for torch's DataLoader. Array-backed
     datasets (``TensorDataset``, :class:`ferry.ArrayDataset`, and ``Subset`` /
@@ -91,12 +96,19 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
         in_order: bool = True,
         device: torch.device | str | None = None,
         worker_type: str = "process",
+        distributed: bool = False,
     ) -> None:
         _ext.load()  # a broken build fails here, loudly, not later in a fallback
         if worker_type not in ("process", "thread"):
             raise ValueError(f"worker_type must be 'process' or 'thread', got {worker_type!r}")
         self.device = _resolve_device(device)
         self.worker_type = worker_type
+        # Kept under their own names, so that frameworks that re-create a loader from
+        # its attributes (Lightning, to inject a sampler) keep them.
+        self.distributed = bool(distributed)
+        if distributed:
+            sampler = _distributed_sampler(dataset, sampler, batch_sampler, shuffle, generator)
+            shuffle = None
         super().__init__(
             dataset,
             batch_size=batch_size,
@@ -152,6 +164,15 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
             f"ferry.DataLoader({type(self.dataset).__name__}, batch_size={self.batch_size}, "
             f"num_workers={self.num_workers}, device={self.device}{stats})"
         )
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reshuffle a DistributedSampler (the one ``distributed=True`` made, or yours)
+        for `epoch`, as ``sampler.set_epoch(epoch)`` does."""
+        sampler = _epoch_sampler(self)
+        if sampler is None:
+            raise TypeError(f"set_epoch: the loader's sampler ({type(self.sampler).__name__}) "
+                            "has no set_epoch")
+        sampler.set_epoch(epoch)
 
     # --- checkpoints --------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -261,6 +282,40 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
         if self.device is not None and self.device.type != "cpu":
             return _DeviceIter(iterator, self.device)
         return iterator
+
+
+def _distributed_sampler(
+    dataset: Any, sampler: Any, batch_sampler: Any, shuffle: bool | None, generator: Any
+) -> torch.utils.data.DistributedSampler:
+    """The sampler of ``distributed=True``: rank and world size from the running process
+    group, every rank the same number of samples (DistributedSampler pads)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        raise RuntimeError(
+            "ferry.DataLoader(distributed=True) needs a running torch.distributed process "
+            "group: call torch.distributed.init_process_group first"
+        )
+    if isinstance(dataset, torch.utils.data.IterableDataset):
+        raise ValueError(
+            "distributed=True shards a map-style dataset through its sampler; an "
+            "IterableDataset must shard itself by rank"
+        )
+    if isinstance(sampler, torch.utils.data.DistributedSampler):
+        return sampler  # already sharded (a framework re-creating this loader)
+    if sampler is not None or batch_sampler is not None:
+        raise ValueError(
+            "distributed=True makes its own DistributedSampler: pass either distributed=True "
+            "or a sampler/batch_sampler, not both"
+        )
+    seed = generator.initial_seed() if generator is not None else 0
+    return torch.utils.data.DistributedSampler(
+        dataset,
+        num_replicas=dist.get_world_size(),
+        rank=dist.get_rank(),
+        shuffle=bool(shuffle),
+        seed=seed,
+    )
 
 
 def _epoch_sampler(loader: Any) -> Any:
