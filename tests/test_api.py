@@ -14,10 +14,10 @@ import ferry
 from ferry import _ext
 
 
-def test_constructor_is_torchs_plus_device_and_worker_type():
+def test_constructor_is_torchs_plus_ferrys_keyword_arguments():
     ours = list(inspect.signature(ferry.DataLoader.__init__).parameters.values())
     theirs = list(inspect.signature(torch.utils.data.DataLoader.__init__).parameters.values())
-    extra = [("device", None), ("worker_type", "process")]
+    extra = [("device", None), ("worker_type", "process"), ("distributed", False)]
     assert [(p.name, p.kind, p.default) for p in ours[: -len(extra)]] == [
         (p.name, p.kind, p.default) for p in theirs
     ]
