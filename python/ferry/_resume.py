@@ -29,6 +29,7 @@ loader with a ValueError.
 from __future__ import annotations
 
 import hashlib
+import pickle
 import random
 import struct
 from typing import Any
@@ -55,17 +56,6 @@ def sampler_generators(loader: Any) -> list[torch.Generator]:
     return found
 
 
-def capture_worker_rng() -> dict[str, Any]:
-    """This process's torch, ``random`` and numpy generator states, as plain data."""
-    version, internal, gauss = random.getstate()
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "random": [version, list(internal), gauss],
-        "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
-    }
-
-
 def restore_worker_rng(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     version, internal, gauss = state["random"]
@@ -75,13 +65,15 @@ def restore_worker_rng(state: dict[str, Any]) -> None:
 
 
 class RngWatcher:
-    """In a worker: its generators' states after a batch, or None when no generator
-    moved since the last report (a dataset without randomness costs a comparison)."""
+    """In a worker: its generators' states after a batch, as one pickled blob (cheap to
+    send: no tensor, no per-batch work in the main process until a state_dict() asks
+    for it), or None when no generator moved since the last report (a dataset without
+    randomness costs a comparison)."""
 
     def __init__(self) -> None:
         self._last: tuple[Any, Any, Any] | None = None
 
-    def changed(self) -> dict[str, Any] | None:
+    def changed(self) -> bytes | None:
         now = (torch.get_rng_state(), random.getstate(), np.random.get_state())
         last = self._last
         if (
@@ -93,7 +85,30 @@ class RngWatcher:
         ):
             return None
         self._last = now
-        return capture_worker_rng()
+        return pickle.dumps((now[0].numpy().tobytes(), now[1], now[2]), pickle.HIGHEST_PROTOCOL)
+
+
+def plain_worker_rng(rng: bytes | dict[str, Any]) -> dict[str, Any]:
+    """A worker's generator states as plain data (from an RngWatcher's blob)."""
+    if not isinstance(rng, bytes):
+        return rng
+    torch_state, (version, internal, gauss), (name, keys, pos, has_gauss, cached) = (
+        pickle.loads(rng)
+    )
+    return {
+        "torch": torch.frombuffer(bytearray(torch_state), dtype=torch.uint8),
+        "random": [version, list(internal), gauss],
+        "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+    }
+
+
+def plain_worker_states(states: list[Any] | None) -> list[Any] | None:
+    if states is None:
+        return None
+    return [
+        {**s, "rng": plain_worker_rng(s["rng"])} if s and s.get("rng") is not None else s
+        for s in states
+    ]
 
 
 def apply_worker_resume(state: dict[str, Any] | None, dataset: Any) -> None:
@@ -278,6 +293,7 @@ class Resumable:
         if self._resume is not None:  # loaded, and not drawn from yet: as loaded
             pending = dict(self._resume)
             pending.pop("rng_before_iter", None)
+            pending["workers"] = plain_worker_states(pending.get("workers"))
             return pending
         epoch = self._epoch
         state: dict[str, Any] = {
@@ -296,6 +312,7 @@ class Resumable:
                 # replayed from the epoch's start, by workers as they were then
                 state["epoch"]["replay"] = True
                 state["workers"] = epoch.workers_at_start
+        state["workers"] = plain_worker_states(state["workers"])
         return state
 
 

@@ -81,7 +81,7 @@ class Packed:
     produce_s: float = 0.0  # the worker's time to collate and pack the batch
     # The worker's generators after this batch (None: unchanged since its last batch),
     # and its IterableDataset's own state_dict(), for DataLoader.state_dict().
-    rng: dict | None = None
+    rng: bytes | None = None
     dataset_state: Any = None
     ended: bool = False  # a short batch: the worker's IterableDataset ran out making it
     task: int = -1  # torch's task index, set in the main process
