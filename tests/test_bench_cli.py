@@ -3,18 +3,24 @@ their values: speed is for benchmarks, not tests)."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
 
 import pytest
+import torch
+
+from ferry.bench import gpu
+from ferry.bench.common import Progress
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 
 
 def bench(*args: str, cwd: str = ROOT) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python"))
+    # the GPU workloads run on the CPU only where a test passes --gpu-workloads-on-cpu
+    env = {**os.environ, "PYTHONPATH": os.path.join(ROOT, "python"), gpu.ON_CPU_ENV: "0"}
     return subprocess.run([sys.executable, "-m", "ferry.bench", *args], env=env, cwd=cwd,
                           capture_output=True, text=True, timeout=300)
 
@@ -34,6 +40,10 @@ def test_quick_standard_workloads(tmp_path):
         for row in loaders.values():
             assert row["samples_per_s_median"] > 0
             assert row["ratio_vs_best_torch"] > 0
+    # stderr is not a terminal here: no '\r' redraws, one final progress line per workload
+    assert "\r" not in run.stderr
+    assert [line.split()[:2] for line in run.stderr.splitlines() if " passes in " in line] == [
+        ["W1", "done:"], ["W2", "done:"]]
 
 
 def test_user_dataset(tmp_path):
@@ -44,6 +54,93 @@ def test_user_dataset(tmp_path):
     rows = json.loads(out.read_text())["workloads"]["dataset"]["rows"]
     assert [r["loader"] for r in rows] == ["torch nw=0", "torch nw=2", "ferry nw=2"]
     assert all(r["ratio_vs_best_torch"] > 0 for r in rows)
+
+
+def test_gpu_workloads_on_cpu(tmp_path):
+    """--gpu-workloads-on-cpu runs H2D and TRAIN's code with device="cpu" and tiny sizes."""
+    out = tmp_path / "bench.json"
+    run = bench("--workloads", "H2D,TRAIN", "--gpu-workloads-on-cpu", "--json", str(out))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "CPU STAND-IN" in run.stdout
+    workloads = json.loads(out.read_text())["workloads"]
+    assert set(workloads) == {"H2D", "TRAIN"}
+    for name, workload in workloads.items():
+        assert workload["stand_in"] is True and workload["device"] == "cpu", name
+        assert "skipped" not in workload, name
+        kinds = {row["kind"] for row in workload["rows"]}
+        assert {"ferry", "torch"} <= kinds, name
+        for row in workload["rows"]:
+            assert row["samples_per_s_median"] > 0 and row["ratio_vs_best_torch"] > 0
+            assert all(r["samples"] > 0 and r["seconds"] > 0 for r in row["runs"])
+    h2d = workloads["H2D"]
+    assert any(row["kind"] == "ceiling" for row in h2d["rows"])
+    assert all(row["pct_of_ceiling"] > 0 for row in h2d["rows"])
+    (ferry_h2d,) = [v for k, v in h2d["summary"].items() if k.startswith("ferry")]
+    assert ferry_h2d["pct_of_ceiling"] > 0 and ferry_h2d["goal_pct_ceiling_met"] is None
+    for row in workloads["TRAIN"]["rows"]:
+        assert row["step_ms_median"] > 0 and 0 <= row["stall_pct_median"] <= 100
+        assert all(r["steps"] > 0 and r["wait_s"] >= 0 for r in row["runs"])
+    (ferry_train,) = [v for k, v in workloads["TRAIN"]["summary"].items()
+                      if k.startswith("ferry")]
+    assert ferry_train["vs_torch"] > 0 and ferry_train["step_ms"] > 0
+    assert ferry_train["goal_stall_met"] is None  # goals are not judged on the stand-in
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is here: they would run")
+def test_gpu_workloads_skipped_without_cuda(tmp_path):
+    out = tmp_path / "bench.json"
+    run = bench("--workloads", "H2D,TRAIN", "--json", str(out))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("skipped: no CUDA device") == 2
+    workloads = json.loads(out.read_text())["workloads"]
+    assert set(workloads) == {"H2D", "TRAIN"}
+    for workload in workloads.values():
+        assert workload["skipped"].startswith("no CUDA device") and workload["rows"] == []
+
+
+def test_gpu_on_cpu_environment_variable(monkeypatch):
+    monkeypatch.setenv(gpu.ON_CPU_ENV, "1")
+    settings = gpu.Settings.from_args(gpu.parse_args(["--workloads", "train"]))
+    assert settings.stand_in and settings.workloads == ("TRAIN",)
+    monkeypatch.setenv(gpu.ON_CPU_ENV, "0")
+    assert not gpu.Settings.from_args(gpu.parse_args([])).stand_in
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_on_a_terminal_redraws_one_line_at_most_every_interval():
+    stream = FakeTerminal()
+    with Progress("W1", 4, stream=stream, tty_interval_s=3600) as progress:
+        for k in range(4):
+            progress.step(f"ferry nw=2, run {k + 1}/4")
+    text = stream.getvalue()
+    # the first step is drawn at once, the others fall inside the interval; then the end
+    assert text.count("\r") == 2 and text.count("\n") == 1 and text.endswith("\n")
+    assert "W1" in text and "1/4 ferry nw=2, run 1/4" in text
+    assert "done: 4 passes" in text
+
+
+def test_progress_in_a_log_writes_plain_lines():
+    stream = io.StringIO()
+    with Progress("W2", stream=stream, log_interval_s=0) as progress:
+        progress.add(2)
+        progress.step("torch nw=0, warm-up")
+        progress.step("ferry nw=2, warm-up")
+    lines = stream.getvalue().splitlines()
+    assert "\r" not in stream.getvalue()
+    assert "1/2 torch nw=0, warm-up" in lines[0] and "2/2 ferry nw=2, warm-up" in lines[1]
+    assert lines[2].split()[:4] == ["W2", "done:", "2", "passes"]
+
+
+def test_progress_says_where_it_stopped():
+    stream = io.StringIO()
+    with pytest.raises(KeyError), Progress("W3", 5, stream=stream) as progress:
+        progress.step("torch nw=2, run 1/1")
+        raise KeyError("boom")
+    assert "stopped in pass 1/5 (torch nw=2, run 1/1)" in stream.getvalue()
 
 
 def test_bad_arguments_say_what_is_wrong():

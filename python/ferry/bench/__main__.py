@@ -19,11 +19,13 @@ import torch
 
 import ferry
 
-from . import native, workers
-from .common import loadavg, machine_info
+from . import gpu, native, workers
+from .common import Progress, loadavg, machine_info
 
 NATIVE = ("W1", "W3")
 WORKERS = ("W2", "W2-dict", "TTFB", "HELD")
+GPU = gpu.WORKLOADS  # skipped, with the reason, where there is no CUDA device
+ALL = NATIVE + WORKERS + GPU
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -31,12 +33,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="smaller workloads (about a minute)")
     p.add_argument("--json", type=Path, help="write every figure to this JSON file")
     p.add_argument("--plot", type=Path, help="draw a bar chart to this PNG (needs matplotlib)")
-    p.add_argument("--workloads", default=",".join(NATIVE + WORKERS),
-                   help=f"comma-separated, of {','.join(NATIVE + WORKERS)}")
+    p.add_argument("--workloads", default=",".join(ALL),
+                   help=f"comma-separated, of {','.join(ALL)}")
     p.add_argument("--dataset", help="module:factory returning your dataset: benchmark it instead")
     p.add_argument("--batch-size", type=int, default=64, help="with --dataset (default 64)")
     p.add_argument("--num-workers", type=int, default=2, help="with --dataset (default 2)")
     p.add_argument("--repeats", type=int, default=3, help="with --dataset: epochs per loader")
+    p.add_argument("--gpu-workloads-on-cpu", action="store_true",
+                   help=f"run {','.join(GPU)} on the CPU with tiny sizes, to exercise their code "
+                   f"(or {gpu.ON_CPU_ENV}=1); their figures then mean nothing")
     return p.parse_args(argv)
 
 
@@ -51,18 +56,22 @@ def check_plotting(path: Path | None) -> None:
 
 def run_standard(args: argparse.Namespace) -> dict[str, Any]:
     wanted = [w.strip() for w in args.workloads.split(",") if w.strip()]
-    unknown = sorted(set(wanted) - set(NATIVE + WORKERS))
+    unknown = sorted(set(wanted) - set(ALL))
     if unknown:
-        sys.exit(f"unknown workloads {unknown}; choose from {', '.join(NATIVE + WORKERS)}")
+        sys.exit(f"unknown workloads {unknown}; choose from {', '.join(ALL)}")
     doc: dict[str, Any] = {"workloads": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        for module, names in ((native, NATIVE), (workers, WORKERS)):
+        # The GPU workloads last, so that this process initialises CUDA only after the
+        # other workloads' workers were forked.
+        for module, names in ((native, NATIVE), (workers, WORKERS), (gpu, GPU)):
             chosen = [w for w in wanted if w in names]
             if not chosen:
                 continue
             out = Path(tmp) / f"{module.__name__}.json"
             argv = ["--workloads", ",".join(chosen), "--json", str(out)]
-            module.main(argv + (["--quick"] if args.quick else []))
+            argv += ["--quick"] if args.quick else []
+            argv += ["--on-cpu"] if module is gpu and args.gpu_workloads_on_cpu else []
+            module.main(argv)
             part = json.loads(out.read_text())
             doc["machine"] = part["machine"]
             doc["workloads"].update(part["workloads"])
@@ -87,15 +96,15 @@ def run_user_dataset(args: argparse.Namespace) -> dict[str, Any]:
     }
     runs: dict[str, list[float]] = {name: [] for name in configs}
     print(f"dataset {args.dataset}: {len(dataset)} samples, batch_size {args.batch_size}")
-    for r in range(args.repeats):  # interleaved, so drift hits every loader alike
-        for name, (cls, nw) in configs.items():
-            loader = cls(dataset, batch_size=args.batch_size, shuffle=True, num_workers=nw)
-            start, n = time.perf_counter(), 0
-            for _ in loader:
-                n += 1
-            runs[name].append(len(dataset) / (time.perf_counter() - start))
-            progress(f"{args.dataset}: run {r + 1}/{args.repeats}, {name}")
-    progress("")
+    with Progress("dataset", args.repeats * len(configs)) as progress:
+        for r in range(args.repeats):  # interleaved, so drift hits every loader alike
+            for name, (cls, nw) in configs.items():
+                progress.step(f"{name}, run {r + 1}/{args.repeats}")
+                loader = cls(dataset, batch_size=args.batch_size, shuffle=True, num_workers=nw)
+                start, n = time.perf_counter(), 0
+                for _ in loader:
+                    n += 1
+                runs[name].append(len(dataset) / (time.perf_counter() - start))
     medians = {name: statistics.median(v) for name, v in runs.items()}
     best_torch = max(v for k, v in medians.items() if k.startswith("torch"))
     rows = [{"loader": k, "kind": k.split()[0], "samples_per_s_median": v,
@@ -108,12 +117,6 @@ def run_user_dataset(args: argparse.Namespace) -> dict[str, Any]:
                                                                   "rows": rows}}}
 
 
-def progress(text: str) -> None:
-    if sys.stderr.isatty():
-        sys.stderr.write(f"\r\033[K{text}")
-        sys.stderr.flush()
-
-
 def plot(doc: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -123,6 +126,9 @@ def plot(doc: dict[str, Any], path: Path) -> None:
     panels = [(name, [r for r in w["rows"] if r.get("samples_per_s_median")])
               for name, w in doc["workloads"].items()]
     panels = [(n, rows) for n, rows in panels if rows]
+    if not panels:  # e.g. only workloads that were skipped
+        print(f"nothing to plot: no workload ran, {path} not written")
+        return
     height = 1.2 + 0.45 * sum(len(r) for _, r in panels)
     fig, axes = plt.subplots(len(panels), 1, figsize=(8, height), squeeze=False)
     for ax, (name, rows) in zip(axes[:, 0], panels, strict=True):

@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader as TorchDataLoader
 
 import ferry
 
-from .common import loadavg, machine_info
+from .common import Progress, loadavg, machine_info
 
 IMAGE_SHAPE = (3, 32, 32)
 W1_GOAL_VS_TORCH = 25.0
@@ -181,13 +181,17 @@ def in_threads(n: int, fn: Callable[[], Timing]) -> Callable[[], Timing]:
     return run
 
 
-def measure(configs: Sequence[Config], repeats: int) -> list[Row]:
-    """Warm-up for each config, then `repeats` rounds, configs interleaved in each."""
+def measure(configs: Sequence[Config], repeats: int, progress: Progress) -> list[Row]:
+    """Warm-up for each config, then `repeats` rounds, configs interleaved in each; the
+    progress line steps between passes, outside the timed regions."""
     rows = [Row(c.name, c.kind, c.note) for c in configs]
+    progress.add(len(configs) * (1 + repeats))
     for cfg in configs:
+        progress.step(f"{cfg.name}, warm-up")
         cfg.warm_up()
-    for _ in range(repeats):
+    for r in range(repeats):
         for cfg, row in zip(configs, rows, strict=True):
+            progress.step(f"{cfg.name}, run {r + 1}/{repeats}")
             gc.collect()
             row.runs.append(cfg.run())
     return rows
@@ -580,7 +584,8 @@ def to_json(res: WorkloadResult, summary: dict[str, Any]) -> dict[str, Any]:
 
 def run_w1(settings: Settings) -> WorkloadResult:
     n = settings.w1_images
-    rows = measure(w1_configs(settings), settings.repeats)
+    with Progress("W1") as progress:
+        rows = measure(w1_configs(settings), settings.repeats, progress)
     return WorkloadResult(
         "W1",
         f"TensorDataset, {n:,} uint8 {'x'.join(map(str, IMAGE_SHAPE))} images + int64 labels, "
@@ -597,13 +602,19 @@ def run_w1(settings: Settings) -> WorkloadResult:
 
 def run_w3(settings: Settings) -> WorkloadResult:
     n = settings.w3_images
-    with tempfile.TemporaryDirectory(prefix="ferry-bench-", dir=TMP_ROOT) as tmp:
+    with (
+        Progress("W3", 1) as progress,
+        tempfile.TemporaryDirectory(prefix="ferry-bench-", dir=TMP_ROOT) as tmp,
+    ):
+        progress.step(f"writing {n:,} images to a memmap")
         start = time.perf_counter()
         images_path, labels_path = write_memmap(Path(tmp), n, settings.seed)
         write_s = time.perf_counter() - start
         size_gb = (images_path.stat().st_size + labels_path.stat().st_size) / 1e9
         # The configs (and their memory maps) die here, before the files are deleted.
-        rows = measure(w3_configs(settings, images_path, labels_path), settings.repeats)
+        configs = w3_configs(settings, images_path, labels_path)
+        rows = measure(configs, settings.repeats, progress)
+        del configs
     return WorkloadResult(
         "W3",
         f"np.memmap on disk, {n:,} uint8 images + labels, {size_gb:.2f} GB, warm page cache",

@@ -49,7 +49,7 @@ from torch.utils.data import Dataset
 
 import ferry
 
-from .common import loadavg, machine_info
+from .common import Progress, loadavg, machine_info
 
 IMAGE_SHAPE = (3, 40, 40)
 CROP = 32
@@ -228,13 +228,17 @@ def time_epoch(loader: Iterable[Any], max_batches: int | None) -> Run:
     return Run(samples, elapsed, path)
 
 
-def measure(configs: Sequence[Config], repeats: int) -> list[Row]:
-    """Warm-up for each config, then `repeats` rounds, configs interleaved in each."""
+def measure(configs: Sequence[Config], repeats: int, progress: Progress) -> list[Row]:
+    """Warm-up for each config, then `repeats` rounds, configs interleaved in each; the
+    progress line steps between passes, outside the timed regions."""
     rows = [Row(c.name, c.kind, c.note) for c in configs]
+    progress.add(len(configs) * (1 + repeats))
     for cfg in configs:
+        progress.step(f"{cfg.name}, warm-up")
         cfg.warm_up()
-    for _ in range(repeats):
+    for r in range(repeats):
         for cfg, row in zip(configs, rows, strict=True):
+            progress.step(f"{cfg.name}, run {r + 1}/{repeats}")
             gc.collect()
             row.runs.append(cfg.run())
     return rows
@@ -396,8 +400,9 @@ class WorkloadResult:
 
 
 def run_throughput(name: str, dataset: RandomCrops, settings: Settings) -> WorkloadResult:
-    with watching() as watch:  # its gc pass stops the persistent loaders' workers
-        rows = measure(throughput_configs(dataset, settings), settings.repeats)
+    with Progress(name) as progress, watching() as watch:
+        # watching()'s gc pass stops the persistent loaders' workers
+        rows = measure(throughput_configs(dataset, settings), settings.repeats, progress)
     n = len(dataset)
     sample = "(tensor, int)" if name == "W2" else '{"image", "label", "id": "img-<i>"}'
     return WorkloadResult(
@@ -446,8 +451,8 @@ def run_ttfb(dataset: RandomCrops, settings: Settings) -> WorkloadResult:
         for context in ("fork", "spawn")
         for cls in (TorchDataLoader, ferry.DataLoader)
     ]
-    with watching() as watch:
-        rows = measure(configs, settings.tries)
+    with Progress("TTFB") as progress, watching() as watch:
+        rows = measure(configs, settings.tries, progress)
     return WorkloadResult(
         "TTFB",
         f"time to first batch, 2 workers, the W2 dataset, batch_size {settings.batch_size}",
@@ -538,7 +543,12 @@ def run_held_child(loader: str, settings: Settings) -> HeldResult:
 
 
 def run_held(settings: Settings) -> list[HeldResult]:
-    return [run_held_child(loader, settings) for loader in ("torch", "ferry")]
+    results = []
+    with Progress("HELD", 2) as progress:
+        for loader in ("torch", "ferry"):
+            progress.step(f"{loader} nw=2, bs 1, in a child process")
+            results.append(run_held_child(loader, settings))
+    return results
 
 
 # ----------------------------------------------------------------------------- report
