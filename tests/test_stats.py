@@ -68,3 +68,36 @@ def test_len_matches_torch_for_progress_bars():
         loader = ferry.DataLoader(ds, **kw)
         assert len(loader) == len(torch.utils.data.DataLoader(ds, **kw))
         assert len(iter(loader)) == len(loader)
+
+
+def _slow_collate(batch):
+    time.sleep(0.01)
+    return torch.utils.data.default_collate(batch)
+
+
+@pytest.mark.parametrize("worker_type", ["process", "thread"])
+def test_workers_split_produce_into_fetch_and_collate(worker_type):
+    # __getitem__ sleeps 5 ms x 4 samples = 20 ms per batch; collate_fn sleeps 10 ms
+    class Slow(Dataset):
+        def __len__(self):
+            return 24
+
+        def __getitem__(self, i):
+            time.sleep(0.005)
+            return torch.tensor(i)
+
+    loader = ferry.DataLoader(Slow(), batch_size=4, num_workers=2, worker_type=worker_type,
+                              collate_fn=_slow_collate)
+    list(loader)
+    stats = loader.stats()
+    assert stats.fetch_s is not None and stats.fetch_s >= 0.019, stats
+    assert stats.collate_s is not None and stats.collate_s >= 0.0095, stats
+    assert stats.produce_s == pytest.approx(stats.fetch_s + stats.collate_s)
+    assert "fetch" in str(stats)
+
+
+def test_native_path_has_one_stage():
+    loader = ferry.DataLoader(TensorDataset(torch.arange(100)), batch_size=10)
+    list(loader)
+    stats = loader.stats()
+    assert stats.produce_s is not None and stats.fetch_s is None and stats.collate_s is None

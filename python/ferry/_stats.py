@@ -20,9 +20,12 @@ class LoaderStats:
     * ``wait_s``: the consumer blocked in ``next()`` waiting for the batch;
     * ``compute_s``: the consumer's own time between two batches (the training step);
     * ``produce_s``: the producer's time to make one batch (gathering rows on the native
-      path; fetching and collating in a worker thread; collating and packing in a worker
-      process), when the path reports it, else None. Producers run in parallel, so this
-      can exceed ``wait_s + compute_s``.
+      path; fetching plus collating in a worker), when the path reports it, else None.
+      Producers run in parallel, so this can exceed ``wait_s + compute_s``;
+    * ``fetch_s`` and ``collate_s``: its two stages in a worker (process or thread):
+      the dataset's ``__getitem__``/``__getitems__`` calls, and the ``collate_fn`` with
+      the batch's placement in shared memory. None on the native path, where C++ threads
+      gather rows straight into the batch (one stage).
 
     ``starvation`` is ``wait_s / (wait_s + compute_s)``: the share of the consumer's time
     spent waiting for data. Near 0 the loader keeps up; near 1 the training loop is
@@ -37,9 +40,14 @@ class LoaderStats:
     compute_s: float
     produce_s: float | None
     starvation: float
+    fetch_s: float | None = None
+    collate_s: float | None = None
 
     def __str__(self) -> str:
         produce = "n/a" if self.produce_s is None else f"{self.produce_s * 1e3:.2f} ms"
+        if self.fetch_s is not None and self.collate_s is not None:
+            produce += (f" (fetch {self.fetch_s * 1e3:.2f} ms, "
+                        f"collate {self.collate_s * 1e3:.2f} ms)")
         return (
             f"{self.path} path, last {self.batches} of {self.total_batches} batches: "
             f"{self.batches_per_s:.1f} batches/s, wait {self.wait_s * 1e3:.2f} ms, "
@@ -55,9 +63,12 @@ class StatsRecorder:
         self._wait: collections.deque[float] = collections.deque(maxlen=window)
         self._compute: collections.deque[float] = collections.deque(maxlen=window)
         self._produce: collections.deque[float] = collections.deque(maxlen=window)
+        self._fetch: collections.deque[float] = collections.deque(maxlen=window)
+        self._collate: collections.deque[float] = collections.deque(maxlen=window)
         self._last_return: float | None = None
 
-    def record(self, started: float, returned: float, produce_s: float | None) -> None:
+    def record(self, started: float, returned: float, produce_s: float | None,
+               fetch_s: float | None = None, collate_s: float | None = None) -> None:
         self.total += 1
         self._wait.append(returned - started)
         # The consumer's time between two batches; nothing before the first batch.
@@ -65,6 +76,9 @@ class StatsRecorder:
         self._last_return = returned
         if produce_s is not None:
             self._produce.append(produce_s)
+        if fetch_s is not None and collate_s is not None:
+            self._fetch.append(fetch_s)
+            self._collate.append(collate_s)
 
     def epoch_ended(self) -> None:
         self._last_return = None  # the pause between epochs is not a training step
@@ -73,7 +87,7 @@ class StatsRecorder:
         n = len(self._wait)
         wait = sum(self._wait) / n if n else 0.0
         compute = sum(self._compute) / n if n else 0.0
-        produce = sum(self._produce) / len(self._produce) if self._produce else None
+        produce = _mean(self._produce)
         per_batch = wait + compute
         return LoaderStats(
             path=self.path,
@@ -84,7 +98,13 @@ class StatsRecorder:
             compute_s=compute,
             produce_s=produce,
             starvation=wait / per_batch if per_batch > 0 else 0.0,
+            fetch_s=_mean(self._fetch),
+            collate_s=_mean(self._collate),
         )
+
+
+def _mean(values: collections.deque[float]) -> float | None:
+    return sum(values) / len(values) if values else None
 
 
 class MeasuredIter:
@@ -105,8 +125,14 @@ class MeasuredIter:
         except StopIteration:
             self._recorder.epoch_ended()
             raise
-        produce_s = getattr(self._inner, "last_produce_s", None)
-        self._recorder.record(started, time.perf_counter(), produce_s)
+        inner = self._inner
+        self._recorder.record(
+            started,
+            time.perf_counter(),
+            getattr(inner, "last_produce_s", None),
+            getattr(inner, "last_fetch_s", None),
+            getattr(inner, "last_collate_s", None),
+        )
         return data
 
     def __len__(self) -> int:

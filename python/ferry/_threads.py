@@ -33,7 +33,10 @@ from ._resume import Resumable
 
 class ThreadIter(Resumable, _BaseDataLoaderIter):
     path = "threads"
-    last_produce_s: float | None = None  # fetch + collate time of the last batch
+    # the last batch's fetch + collate time, and each of the two
+    last_produce_s: float | None = None
+    last_fetch_s: float | None = None
+    last_collate_s: float | None = None
 
     def __init__(self, loader: Any) -> None:
         self._init_resume(loader)
@@ -45,8 +48,17 @@ class ThreadIter(Resumable, _BaseDataLoaderIter):
             )
         self._in_order = loader.in_order
         self._depth = max(1, loader.prefetch_factor * self._num_workers)
+        self._collate_time = threading.local()  # each thread's last collate_fn time
+
+        def timed_collate(batch: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return self._collate_fn(batch)
+            finally:
+                self._collate_time.s = time.perf_counter() - started
+
         self._fetcher = _MapDatasetFetcher(
-            self._dataset, self._auto_collation, self._collate_fn, self._drop_last
+            self._dataset, self._auto_collation, timed_collate, self._drop_last
         )
         ids = itertools.count()
         lock = threading.Lock()
@@ -80,12 +92,13 @@ class ThreadIter(Resumable, _BaseDataLoaderIter):
             future.task_id = task  # type: ignore[attr-defined]
             self._pending.append((future, index))
 
-    def _timed_fetch(self, task: int, index: Any) -> tuple[Any, float]:
+    def _timed_fetch(self, task: int, index: Any) -> tuple[Any, float, float]:
+        """The batch, the time to make it and the part of that spent in collate_fn."""
         self._fetching[task] = threading.current_thread()
         try:
             started = time.perf_counter()
             data = self._fetcher.fetch(index)
-            return data, time.perf_counter() - started
+            return data, time.perf_counter() - started, self._collate_time.s
         finally:
             del self._fetching[task]
 
@@ -120,7 +133,8 @@ class ThreadIter(Resumable, _BaseDataLoaderIter):
             del self._pending[k]
             self._yielded_task = future.task_id  # type: ignore[attr-defined]
         try:
-            data, self.last_produce_s = future.result(timeout)
+            data, self.last_produce_s, self.last_collate_s = future.result(timeout)
+            self.last_fetch_s = self.last_produce_s - self.last_collate_s
         except FutureTimeout:
             raise self._timed_out(future, index) from None
         except Exception as exc:

@@ -78,7 +78,11 @@ class Packed:
     slot: int
     payload: bytes
     tensors: list[tuple[int, torch.dtype, list[int], list[int]] | bytes]
-    produce_s: float = 0.0  # the worker's time to collate and pack the batch
+    # When the worker began collating it and when it was done (time.monotonic, one clock
+    # for every process of the machine): its fetch began when the task was sent or the
+    # worker's previous batch was done, whichever was later.
+    collate_started: float = 0.0
+    finished: float = 0.0
     # The worker's generators after this batch (None: unchanged since its last batch),
     # and its IterableDataset's own state_dict(), for DataLoader.state_dict().
     rng: bytes | None = None
@@ -272,7 +276,7 @@ class RingCollate:
                 raise RuntimeError("ferry's ring collation runs in DataLoader workers only")
             self._state = _WorkerState(self.fds[info.id], self.nslots)
         state = self._state
-        started = time.perf_counter()
+        started = time.monotonic()
         slot, arena = state.claim()
         try:
             if self.collate_fn is default_collate:
@@ -286,7 +290,7 @@ class RingCollate:
                 packed.dataset_state = state.dataset.state_dict()
                 # torch's fetcher stops asking an iterator that fell short of a batch
                 packed.ended = self.batch_size is not None and len(batch) < self.batch_size
-            packed.produce_s = time.perf_counter() - started
+            packed.collate_started, packed.finished = started, time.monotonic()
             return packed
         except BaseException:
             state.release(slot)
@@ -373,7 +377,10 @@ class WorkerIter(Resumable, _MultiProcessingDataLoaderIter):
     """torch's multiprocessing iterator, with batches travelling through shared rings."""
 
     path = "workers"
-    last_produce_s: float | None = None  # collate + pack time of the last batch received
+    # the last batch's fetch + collate time in its worker, and each of the two
+    last_produce_s: float | None = None
+    last_fetch_s: float | None = None
+    last_collate_s: float | None = None
 
     def __init__(self, loader: Any) -> None:
         C = _ext.load()
@@ -390,6 +397,8 @@ class WorkerIter(Resumable, _MultiProcessingDataLoaderIter):
         nslots = min((loader.prefetch_factor or 2) + _EXTRA_SLOTS, 256)
         # The sampler indices of each task in flight, to name them when it fails.
         self._task_indices: dict[int, Any] = {}
+        self._sent_at: dict[int, float] = {}  # task -> when it was sent (time.monotonic)
+        self._worker_done_at: dict[int, float] = {}  # worker -> when its last batch was done
         self._ended_workers: set[int] = set()  # workers whose IterableDataset ran out
         self._discarding = False  # True while torch drains a finished epoch
         self.copied_batches = 0  # batches copied out of their slot (the user held many)
@@ -427,8 +436,10 @@ class WorkerIter(Resumable, _MultiProcessingDataLoaderIter):
             self._idle_workers.add(wid)
         sent = self._send_idx
         super()._try_put_index()
-        if self._send_idx != sent and self._dataset_kind == _DatasetKind.Map:
-            self._task_indices[sent] = self._last_index
+        if self._send_idx != sent:
+            self._sent_at[sent] = time.monotonic()
+            if self._dataset_kind == _DatasetKind.Map:
+                self._task_indices[sent] = self._last_index
 
     def _get_data(self) -> Any:
         try:
@@ -443,7 +454,7 @@ class WorkerIter(Resumable, _MultiProcessingDataLoaderIter):
         if isinstance(data, Packed):
             data.task = idx
         if isinstance(data, Packed) and self._discarding:
-            self._note_worker_state(data)
+            self._note_batch(data)
             data = self._unpack(data)  # and dropped: its slot is free again
         elif isinstance(data, ExceptionWrapper) and indices is not None:
             # torch names the worker; ferry adds what it was doing.
@@ -456,8 +467,7 @@ class WorkerIter(Resumable, _MultiProcessingDataLoaderIter):
         # user really holds count against the copy-out policy.
         data = super()._process_data(data, worker_idx)
         if isinstance(data, Packed):
-            self.last_produce_s = data.produce_s
-            self._note_worker_state(data)
+            self._note_batch(data)
             if not self._in_order:
                 self._yielded_task = data.task
             data = self._unpack(data)
@@ -465,9 +475,15 @@ class WorkerIter(Resumable, _MultiProcessingDataLoaderIter):
                 data = pin_memory(data, self._pin_memory_device)
         return data
 
-    def _note_worker_state(self, packed: Packed) -> None:
-        """The worker's state after this batch, which it is handing over (or torch is
-        discarding): where a resumed worker would go on from."""
+    def _note_batch(self, packed: Packed) -> None:
+        """A batch handed over (or discarded by torch): its stage times, and the worker's
+        state after it, where a resumed worker would go on from."""
+        sent = self._sent_at.pop(packed.task, None)
+        begun = max(sent or 0.0, self._worker_done_at.get(packed.worker, 0.0))
+        self._worker_done_at[packed.worker] = packed.finished
+        self.last_collate_s = packed.finished - packed.collate_started
+        self.last_fetch_s = max(0.0, packed.collate_started - begun) if sent else None
+        self.last_produce_s = (self.last_fetch_s or 0.0) + self.last_collate_s
         if packed.ended:
             self._short_workers.add(packed.worker)
         if packed.rng is None and packed.dataset_state is None:
@@ -519,6 +535,7 @@ class WorkerIter(Resumable, _MultiProcessingDataLoaderIter):
             if len(info) == 2 and isinstance(info[1], Packed):
                 self._unpack(info[1])
         self._discarding = True
+        self._sent_at.clear()  # task numbers start again at 0
         try:
             super()._reset(loader, first_iter)
         finally:
