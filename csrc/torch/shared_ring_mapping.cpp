@@ -40,7 +40,9 @@ class SlotLease {
       : mapping_(std::move(mapping)), slot_(slot) {}
   SlotLease(const SlotLease&) = delete;
   SlotLease& operator=(const SlotLease&) = delete;
-  ~SlotLease() { mapping_->ring().set(slot_, SlotState::kFree); }
+  ~SlotLease() {
+    if (mapping_->mapped_here()) mapping_->ring().set(slot_, SlotState::kFree);
+  }
 
  private:
   std::shared_ptr<SharedRingMapping> mapping_;
@@ -62,7 +64,13 @@ void* SharedRingMapping::map(int fd, size_t offset, size_t bytes) {
   return base;
 }
 
+SharedRingMapping::SharedRingMapping(void* base, size_t bytes, SharedRingView ring)
+    : base_(base), bytes_(bytes), ring_(ring), owner_pid_(::getpid()) {}
+
+bool SharedRingMapping::mapped_here() const { return ::getpid() == owner_pid_; }
+
 void SharedRingMapping::release_unheld() {
+  if (!mapped_here()) return;
   for (uint32_t i = 0; i < ring_.nslots(); ++i) {
     if (ring_.get(i) != SlotState::kHeld) {
       ::madvise(ring_.slot(i), ring_.slot_bytes(), MADV_REMOVE);
@@ -112,7 +120,9 @@ std::shared_ptr<SharedRingMapping> SharedRingMapping::attach(int fd, size_t offs
   }
 }
 
-SharedRingMapping::~SharedRingMapping() { ::munmap(base_, bytes_); }
+SharedRingMapping::~SharedRingMapping() {
+  if (mapped_here()) ::munmap(base_, bytes_);
+}
 
 at::Tensor SharedRingMapping::slot_tensor(uint32_t slot) {
   uint8_t* data = ring_.slot(slot);

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <sys/types.h>
 
 #include <memory>
 #include <vector>
@@ -38,6 +39,10 @@ class SharedRingMapping : public std::enable_shared_from_this<SharedRingMapping>
   SharedRingMapping& operator=(const SharedRingMapping&) = delete;
 
   SharedRingView& ring() { return ring_; }
+  // Whether this process mapped the ring. A forked child inherits this object but not
+  // the mapping (MADV_DONTFORK): there its addresses may hold the child's own memory,
+  // so the child must neither write the header nor unmap them.
+  bool mapped_here() const;
   size_t mapped_bytes() const { return bytes_; }
 
   at::Tensor slot_tensor(uint32_t slot);
@@ -47,13 +52,13 @@ class SharedRingMapping : public std::enable_shared_from_this<SharedRingMapping>
   std::vector<at::Tensor> take(uint32_t slot, const std::vector<TensorRef>& refs, bool copy);
 
  private:
-  SharedRingMapping(void* base, size_t bytes, SharedRingView ring)
-      : base_(base), bytes_(bytes), ring_(ring) {}
+  SharedRingMapping(void* base, size_t bytes, SharedRingView ring);
   static void* map(int fd, size_t offset, size_t bytes);
 
   void* base_;
   size_t bytes_;
   SharedRingView ring_;
+  pid_t owner_pid_;  // the process that mapped it
 };
 
 }  // namespace ferry

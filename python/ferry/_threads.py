@@ -60,19 +60,15 @@ class ThreadIter(Resumable, _BaseDataLoaderIter):
         self._fetcher = _MapDatasetFetcher(
             self._dataset, self._auto_collation, timed_collate, self._drop_last
         )
-        ids = itertools.count()
-        lock = threading.Lock()
-        init_fn = loader.worker_init_fn
-
-        def init_thread() -> None:
-            with lock:
-                worker_id = next(ids)
-            if init_fn is not None:
-                init_fn(worker_id)
-
-        self._pool = ThreadPoolExecutor(
-            self._num_workers, thread_name_prefix="ferry-worker", initializer=init_thread
-        )
+        # worker_init_fn runs in each thread before its first batch, inside that batch's
+        # task (not as the pool's initializer: a failing initializer breaks the pool and
+        # the user would get BrokenThreadPool instead of the error). As in torch's
+        # workers, its error is raised for the first batch the thread was given.
+        self._init_fn = loader.worker_init_fn
+        self._worker_ids = itertools.count()
+        self._worker_ids_lock = threading.Lock()
+        self._thread_started = threading.local()
+        self._pool = ThreadPoolExecutor(self._num_workers, thread_name_prefix="ferry-worker")
         self._pending: collections.deque[tuple[Future, Any]] = collections.deque()
         # Which thread is fetching which batch, for the watchdog's report.
         self._fetching: dict[int, threading.Thread] = {}
@@ -96,6 +92,16 @@ class ThreadIter(Resumable, _BaseDataLoaderIter):
         """The batch, the time to make it and the part of that spent in collate_fn."""
         self._fetching[task] = threading.current_thread()
         try:
+            if not getattr(self._thread_started, "done", False):
+                self._thread_started.done = True
+                with self._worker_ids_lock:
+                    worker_id = next(self._worker_ids)
+                if self._init_fn is not None:
+                    try:
+                        self._init_fn(worker_id)
+                    except Exception as exc:
+                        exc.add_note(f"(in worker_init_fn({worker_id}) of a ferry thread worker)")
+                        raise
             started = time.perf_counter()
             data = self._fetcher.fetch(index)
             return data, time.perf_counter() - started, self._collate_time.s

@@ -358,6 +358,9 @@ def _after_fork_in_child() -> None:
             it._ring_fds, it._stack_fds = [], []
             for fd in fds:
                 os.close(fd)
+            # The parent's workers are not this process's to stop: when this copy of the
+            # iterator is collected here, its shutdown must not message or join them.
+            it._shutdown = True
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
