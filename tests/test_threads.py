@@ -96,7 +96,7 @@ def test_persistent_threads_and_no_leftover_threads():
         it = iter(loader)
         assert it is first
         assert_same_batches(list(reference), list(it))
-    del loader, it, first
+    del loader, it, first, reference  # torch's persistent workers have threads too
     import gc
 
     gc.collect()
