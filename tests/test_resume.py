@@ -57,14 +57,16 @@ def uninterrupted(make: Make, epochs: int) -> list[Any]:
     return [_copy(b) for _ in range(epochs) for b in loader]
 
 
-def resumed(make: Make, k: int, epochs: int) -> list[Any]:
-    """k batches from one loader, then the rest of `epochs` epochs from a fresh loader
-    resumed from its state (and the training loop's global random state, as a
-    checkpoint would restore it)."""
+def resumed(make: Make, k: int, epochs: int, full_epochs_before: int = 0) -> list[Any]:
+    """`full_epochs_before` epochs and k batches from one loader, then the rest of
+    `epochs` epochs from a fresh loader resumed from its state (and the training loop's
+    global random state, as a checkpoint would restore it)."""
     _seed_all(0)
     loader = make()
+    head = [_copy(b) for _ in range(full_epochs_before) for b in loader]
+    epochs -= full_epochs_before
     it = iter(loader)
-    head = [_copy(next(it)) for _ in range(k)]
+    head += [_copy(next(it)) for _ in range(k)]
     state = _through_torch_save(loader.state_dict())
     rng = _global_rng()
     del it, loader
@@ -268,3 +270,105 @@ def test_a_corrupted_state_is_rejected():
 def test_not_a_state_is_rejected(state):
     with pytest.raises(ValueError, match="not a ferry.DataLoader state_dict"):
         ferry.DataLoader(TensorDataset(torch.arange(4))).load_state_dict(state)
+
+
+# --- found in review ---------------------------------------------------------------------
+@pytest.mark.parametrize("config", ["python-2-persistent", "stream-2-persistent", "stream"])
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_resume_in_a_later_epoch(config, drop_last):
+    make = CONFIGS[config](batch_size=4, shuffle=True, drop_last=drop_last)
+    expected = uninterrupted(make, epochs=3)
+    per_epoch = len(expected) // 3
+    for k in (0, 1, per_epoch):
+        assert_same_batches(expected, resumed(make, k, epochs=3, full_epochs_before=1))
+
+
+@pytest.mark.parametrize("config", ["python-2", "stream", "stream-2"])
+def test_a_resumed_loader_snapshotted_before_iterating_resumes_again(config):
+    make = CONFIGS[config](batch_size=4, shuffle=True)
+    expected = uninterrupted(make, epochs=1)
+    _seed_all(0)
+    loader = make()
+    it = iter(loader)
+    head = [_copy(next(it)) for _ in range(3)]
+    rng = _global_rng()
+    fresh = make()
+    fresh.load_state_dict(loader.state_dict())
+    again = make()
+    again.load_state_dict(fresh.state_dict())  # loaded, not iterated yet; `it` still alive
+    _set_global_rng(rng)
+    assert_same_batches(expected, head + [_copy(b) for b in again])
+
+
+def test_persistent_workers_after_a_break_mid_epoch():
+    make = python(2, batch_size=4, shuffle=True, persistent_workers=True)
+
+    def run(k_resume: int | None) -> list[Any]:
+        _seed_all(0)
+        loader = make()
+        it = iter(loader)
+        out = [_copy(next(it)) for _ in range(3)]  # break: prefetched batches are dropped
+        it = iter(loader)
+        out += [_copy(next(it)) for _ in range(k_resume or 0)]
+        if k_resume is None:
+            return out + [_copy(b) for b in it]
+        state, rng = loader.state_dict(), _global_rng()
+        fresh = make()
+        fresh.load_state_dict(state)
+        _set_global_rng(rng)
+        return out + [_copy(b) for b in fresh]
+
+    expected = run(None)
+    for k in (0, 2):
+        assert_same_batches(expected, run(k))
+
+
+class _Batches:
+    """A batch sampler that is not a BatchSampler, over a sampler with a generator."""
+
+    def __init__(self, sampler: Any, size: int) -> None:
+        self.sampler, self.size = sampler, size
+
+    def __iter__(self):
+        batch = []
+        for i in self.sampler:
+            batch.append(i)
+            if len(batch) == self.size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    def __len__(self) -> int:
+        return -(-len(self.sampler) // self.size)
+
+
+class _PythonShuffle(torch.utils.data.Sampler):
+    """Shuffles with Python's random at the start of each epoch (a bucket sampler's way)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __iter__(self):
+        order = list(range(self.n))
+        random.shuffle(order)
+        return iter(order)
+
+    def __len__(self) -> int:
+        return self.n
+
+
+@pytest.mark.parametrize("nw", [0, 2])
+@pytest.mark.parametrize("kind", ["custom-batch-sampler", "python-random-sampler"])
+def test_samplers_with_their_own_randomness(kind, nw):
+    def make() -> ferry.DataLoader:
+        if kind == "custom-batch-sampler":
+            gen = torch.Generator().manual_seed(5)
+            bs = _Batches(torch.utils.data.RandomSampler(range(40), generator=gen), 4)
+            return ferry.DataLoader(Plain(), batch_sampler=bs, num_workers=nw)
+        return ferry.DataLoader(Plain(), batch_size=4, sampler=_PythonShuffle(40), num_workers=nw)
+
+    expected = uninterrupted(make, epochs=2)
+    for k in (0, 3):
+        assert_same_batches(expected, resumed(make, k, epochs=2))
+    assert_same_batches(expected, resumed(make, 3, epochs=2, full_epochs_before=1))

@@ -49,11 +49,26 @@ def sampler_generators(loader: Any) -> list[torch.Generator]:
     candidates = [loader.generator, loader._index_sampler]
     if isinstance(loader._index_sampler, BatchSampler):
         candidates.append(loader._index_sampler.sampler)
+    # a batch_sampler of another class over a sampler, and the loader's own sampler
+    candidates += [getattr(loader._index_sampler, "sampler", None), loader.sampler]
     for c in candidates:
         g = c if isinstance(c, torch.Generator) else getattr(c, "generator", None)
         if isinstance(g, torch.Generator) and all(g is not f for f in found):
             found.append(g)
     return found
+
+
+def rng_blob() -> bytes:
+    """This process's generators now, in RngWatcher's format."""
+    return pickle.dumps(
+        (torch.get_rng_state().numpy().tobytes(), random.getstate(), np.random.get_state()),
+        pickle.HIGHEST_PROTOCOL,
+    )
+
+
+def main_rng() -> dict[str, Any]:
+    """This process's torch, random and numpy generators, as plain data."""
+    return plain_worker_rng(rng_blob())
 
 
 def restore_worker_rng(state: dict[str, Any]) -> None:
@@ -150,7 +165,8 @@ class Epoch:
         self.finished = False
         self._skip_extra: set[int] = set()
         self._next_pos = 0
-        self._handed: list[int] = []
+        self._handed: dict[int, int] = {}  # task -> position, until it is yielded
+        self._tasks = 0
         if skip is not None and positional:
             self.done = self._next_pos = skip["yielded"]
             self.extra = set(skip["extra"])
@@ -164,7 +180,8 @@ class Epoch:
             self._next_pos += 1
             if pos not in self._skip_extra:
                 if self.positional:
-                    self._handed.append(pos)
+                    self._handed[self._tasks] = pos
+                    self._tasks += 1
                 return index
 
     def skip_to_start(self, next_index: Any) -> Any:
@@ -180,7 +197,7 @@ class Epoch:
         if not self.positional:
             self.done += 1
             return
-        pos = self._handed[k]
+        pos = self._handed.pop(k)
         if pos == self.done:
             self.done += 1
             while self.done in self.extra:
@@ -235,10 +252,22 @@ class Resumable:
         self.__dict__["_ferry_base_seed"] = drawn
 
     def _current_rng(self) -> dict[str, Any]:
+        version, internal, gauss = random.getstate()
+        name, keys, pos, has_gauss, cached = np.random.get_state()
         return {
             "global": torch.get_rng_state(),
             "generators": [g.get_state() for g in self._tracked_generators],
+            # a sampler may shuffle with these; a single-process dataset draws from them
+            "random": [version, list(internal), gauss],
+            "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
         }
+
+    @staticmethod
+    def _set_main_rng(rng: dict[str, Any]) -> None:
+        torch.set_rng_state(rng["global"])
+        if rng.get("random") is not None:
+            restore_worker_rng({"torch": rng["global"], "random": rng["random"],
+                                "numpy": rng["numpy"]})
 
     def _next_index(self) -> Any:
         epoch = self._epoch
@@ -252,6 +281,13 @@ class Resumable:
         positional = self._dataset_kind == _DatasetKind.Map
         workers = list(self._worker_states) if self._worker_states is not None else None
         if skip is None or skip["rng"] is None or skip.get("replay"):
+            if skip is not None and skip.get("replay") and skip["rng"] is not None and (
+                self._num_workers == 0 and skip["yielded"] > 0
+            ):
+                # read again in this process: with its generators as at the epoch's start,
+                # then the training loop's given back (in __next__)
+                self._replay_user_rng = self._current_rng()
+                self._set_main_rng(skip["rng"])
             self._epoch = Epoch(self._sampler_iter, self._current_rng(), positional, workers)
             if skip is not None:  # an IterableDataset without state_dict: read again
                 self._replay_left = skip["yielded"]
@@ -259,14 +295,14 @@ class Resumable:
         self._epoch = epoch = Epoch(self._sampler_iter, skip["rng"], positional, workers, skip)
         # The generators as they were before the original epoch's first draw; torch's
         # global one only while the sampler draws.
-        user_global = torch.get_rng_state()
+        user_rng = self._current_rng()
         for g, s in zip(self._tracked_generators, skip["rng"]["generators"], strict=True):
             g.set_state(s)
-        torch.set_rng_state(skip["rng"]["global"])
+        self._set_main_rng(skip["rng"])
         try:
             first = epoch.skip_to_start(super()._next_index)  # type: ignore[misc]
         finally:
-            torch.set_rng_state(user_global)
+            self._set_main_rng(user_rng)
         self._num_yielded = skip["yielded"] + len(skip["extra"])
         if not positional:
             epoch.done = skip["yielded"]
@@ -279,6 +315,8 @@ class Resumable:
             except StopIteration:
                 if self._epoch is not None:
                     self._epoch.finished = True
+                self._replay_done()
+                self._epoch_over()
                 raise
             task, self._yielded_task = self._yielded_task, None
             if self._epoch is not None:
@@ -286,6 +324,18 @@ class Resumable:
             if self._replay_left == 0:
                 return data
             self._replay_left -= 1  # replayed, already yielded before the snapshot
+            if self._replay_left == 0:
+                self._replay_done()
+
+    _replay_user_rng: dict[str, Any] | None = None
+
+    def _replay_done(self) -> None:
+        user, self._replay_user_rng = self._replay_user_rng, None
+        if user is not None:
+            self._set_main_rng(user)
+
+    def _epoch_over(self) -> None:
+        """Every batch of the epoch was handed over (for subclasses)."""
 
     def resume_snapshot(self) -> dict[str, Any]:
         """This iterator's part of the loader's state_dict: its workers' seed and states,

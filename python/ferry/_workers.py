@@ -45,7 +45,7 @@ from torch.utils.data._utils.worker import _IterableDatasetStopIteration
 from torch.utils.data.dataloader import _DatasetKind, _MultiProcessingDataLoaderIter
 
 from . import _ext
-from ._resume import Resumable, RngWatcher, apply_worker_resume, has_dataset_state
+from ._resume import Resumable, RngWatcher, apply_worker_resume, has_dataset_state, rng_blob
 
 _ALIGN = 64
 _PAGE = 4096
@@ -89,6 +89,24 @@ class Packed:
     dataset_state: Any = None
     ended: bool = False  # a short batch: the worker's IterableDataset ran out making it
     task: int = -1  # torch's task index, set in the main process
+
+
+@dataclass(frozen=True)
+class _EndedWithState(_IterableDatasetStopIteration):
+    """torch's end-of-data marker, made in a worker whose IterableDataset ran out, with
+    the worker's generators and its dataset's state_dict() at that moment: where the
+    worker's next epoch starts from (persistent workers)."""
+
+    rng: Any = None
+    dataset_state: Any = None
+
+    def __post_init__(self) -> None:
+        info = get_worker_info()
+        if info is None:
+            return
+        object.__setattr__(self, "rng", rng_blob())
+        if has_dataset_state(info.dataset):
+            object.__setattr__(self, "dataset_state", info.dataset.state_dict())
 
 
 class _Arena:
@@ -321,6 +339,10 @@ class WorkerInit:
 
     def __call__(self, worker_id: int) -> None:
         faulthandler.register(STACK_SIGNAL, file=self.stack_fds[worker_id], all_threads=True)
+        if isinstance(get_worker_info().dataset, IterableDataset):
+            import torch.utils.data._utils.worker as torch_worker
+
+            torch_worker._IterableDatasetStopIteration = _EndedWithState  # this process only
         if self.init_fn is not None:
             self.init_fn(worker_id)
         if self.resume is not None:
@@ -409,6 +431,7 @@ class WorkerIter(Resumable, _MultiProcessingDataLoaderIter):
         batch_size = loader.batch_size if loader.batch_sampler is not None else None
         collate_fn = RingCollate(loader.collate_fn, self._ring_fds, nslots, batch_size)
         self._resume_ended = set(resume.get("ended_workers") or ())
+        self._end_states: dict[int, Any] = {}  # worker -> its _EndedWithState this epoch
         self._idle_workers: set[int] = set()  # resumed as ended, without being told to stop
         self._short_workers: set[int] = set()  # handed over a short batch this epoch
         global _starting
@@ -454,6 +477,8 @@ class WorkerIter(Resumable, _MultiProcessingDataLoaderIter):
         indices = self._task_indices.pop(idx, None) if isinstance(idx, int) else None
         if isinstance(data, _IterableDatasetStopIteration):
             self._ended_workers.add(data.worker_id)
+            if isinstance(data, _EndedWithState):  # applied once its batches are all out
+                self._end_states[data.worker_id] = data
         if isinstance(data, Packed):
             data.task = idx
         if isinstance(data, Packed) and self._discarding:
@@ -498,6 +523,20 @@ class WorkerIter(Resumable, _MultiProcessingDataLoaderIter):
             now["dataset"] = packed.dataset_state
         self._worker_states[packed.worker] = now
 
+    def _epoch_over(self) -> None:
+        # where each worker whose data ran out stands for the next epoch
+        for wid, end in sorted(self._end_states.items()):
+            now = dict(self._worker_states[wid] or {})
+            now["rng"] = end.rng
+            if end.dataset_state is not None:
+                now["dataset"] = end.dataset_state
+            self._worker_states[wid] = now
+        self._end_states.clear()
+
+    def _start_epoch(self) -> Any:
+        self._epoch_over()  # an epoch left early: its ends arrived while torch drained it
+        return super()._start_epoch()
+
     def resume_snapshot(self) -> dict[str, Any]:
         state = super().resume_snapshot()
         if self._resume is None and state["epoch"] is not None and not state["epoch"].get("replay"):
@@ -534,8 +573,11 @@ class WorkerIter(Resumable, _MultiProcessingDataLoaderIter):
         # torch forgets the batches that arrived early (its reorder buffer) and drains
         # the ones still in flight, dropping both: unpack them all first or as they come,
         # so that their slots are freed.
-        for info in getattr(self, "_task_info", {}).values():
+        task_info = getattr(self, "_task_info", {})
+        for idx in sorted(task_info):
+            info = task_info[idx]
             if len(info) == 2 and isinstance(info[1], Packed):
+                self._note_batch(info[1])  # its worker's generators moved making it
                 self._unpack(info[1])
         self._discarding = True
         self._sent_at.clear()  # task numbers start again at 0

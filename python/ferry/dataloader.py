@@ -204,13 +204,17 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
             snap = None  # the next epoch starts afresh, with a fresh iterator
         dataset_state = None
         if (
-            snap is not None
-            and snap.get("epoch") is not None
-            and self._dataset_kind == _DatasetKind.Iterable
+            self._dataset_kind == _DatasetKind.Iterable
             and self.num_workers == 0
             and _resume.has_dataset_state(self.dataset)
         ):
-            dataset_state = self.dataset.state_dict()  # no prefetch: as of the last batch
+            # no prefetch: as of the last batch (or as loaded, not applied yet); between
+            # epochs too, where the dataset keeps what the next epoch starts from
+            dataset_state = (
+                self._pending_dataset_state
+                if self._pending_dataset_state is not None
+                else self.dataset.state_dict()
+            )
         sampler_epoch = getattr(_epoch_sampler(self), "epoch", None)
         state = {
             "ferry_state_version": _resume.VERSION,
@@ -241,6 +245,7 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
         if self._iterator is not None:  # persistent workers of the old position: stop them
             old, self._iterator = self._iterator, None
             del old
+        self._resumable = None  # an older iterator still alive no longer says where it is
         self._pending_resume = state["iterator"]
         self._pending_dataset_state = state["dataset"]
 
