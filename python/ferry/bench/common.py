@@ -10,7 +10,8 @@ import resource
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TextIO
@@ -19,6 +20,18 @@ import numpy as np
 import torch
 
 import ferry
+
+
+@dataclass
+class Config:
+    """One thing to time: `run()` does one measured pass (and returns its figures);
+    `warm_up()` does the excluded pass before the first one."""
+
+    name: str
+    kind: str  # "torch" | "ferry" | "ceiling" | "reference"
+    run: Callable[[], Any]
+    warm_up: Callable[[], object]
+    note: str = ""
 
 
 def machine_info() -> dict[str, Any]:

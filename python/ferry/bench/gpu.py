@@ -41,7 +41,7 @@ from torch.utils.data import TensorDataset
 
 import ferry
 
-from .common import Progress, loadavg, machine_info
+from .common import Config, Progress, loadavg, machine_info
 from .native import random_images
 
 WORKLOADS = ("H2D", "TRAIN")
@@ -129,18 +129,6 @@ class Run:
     steps: int = 0
     wait_s: float = 0.0
     path: str = ""  # which iterator served it: ferry's producer, or torch's class
-
-
-@dataclass
-class Config:
-    """One thing to time: `run()` does one measured pass; `warm_up()` does the excluded
-    pass before the first one."""
-
-    name: str
-    kind: str  # "torch" | "ferry" | "ceiling" | "reference"
-    run: Callable[[], Run]
-    warm_up: Callable[[], object]
-    note: str = ""
 
 
 @dataclass

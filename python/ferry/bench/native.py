@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader as TorchDataLoader
 
 import ferry
 
-from .common import Progress, loadavg, machine_info
+from .common import Config, Progress, loadavg, machine_info
 
 IMAGE_SHAPE = (3, 32, 32)
 W1_GOAL_VS_TORCH = 25.0
@@ -86,18 +86,6 @@ class Settings:
 
 
 Timing = tuple[int, float]  # (samples, seconds) of one pass
-
-
-@dataclass
-class Config:
-    """One thing to time: `run()` does one measured pass; `warm_up()` does the excluded
-    pass before the first one."""
-
-    name: str
-    kind: str  # "torch" | "ferry" | "ceiling" | "reference"
-    run: Callable[[], Timing]
-    warm_up: Callable[[], object]
-    note: str = ""
 
 
 @dataclass

@@ -35,7 +35,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,7 @@ from torch.utils.data import Dataset
 
 import ferry
 
-from .common import Progress, loadavg, machine_info
+from .common import Config, Progress, loadavg, machine_info
 
 IMAGE_SHAPE = (3, 40, 40)
 CROP = 32
@@ -148,18 +148,6 @@ class Run:
     samples: int
     seconds: float
     path: str
-
-
-@dataclass
-class Config:
-    """One thing to time: `run()` does one measured pass; `warm_up()` does the excluded
-    pass before the first one."""
-
-    name: str
-    kind: str  # "torch" | "ferry" | "reference"
-    run: Callable[[], Run]
-    warm_up: Callable[[], object]
-    note: str = ""
 
 
 @dataclass
