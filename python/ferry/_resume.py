@@ -60,15 +60,23 @@ def sampler_generators(loader: Any) -> list[torch.Generator]:
 
 def rng_blob() -> bytes:
     """This process's generators now, in RngWatcher's format."""
+    return _blob(torch.get_rng_state(), random.getstate(), np.random.get_state())
+
+
+def _blob(torch_state: torch.Tensor, random_state: Any, numpy_state: Any) -> bytes:
     return pickle.dumps(
-        (torch.get_rng_state().numpy().tobytes(), random.getstate(), np.random.get_state()),
-        pickle.HIGHEST_PROTOCOL,
+        (torch_state.numpy().tobytes(), random_state, numpy_state), pickle.HIGHEST_PROTOCOL
     )
 
 
-def main_rng() -> dict[str, Any]:
-    """This process's torch, random and numpy generators, as plain data."""
-    return plain_worker_rng(rng_blob())
+def _plain_python_numpy(random_state: Any, numpy_state: Any) -> dict[str, Any]:
+    """`random`'s and numpy's global generator states as plain data."""
+    version, internal, gauss = random_state
+    name, keys, pos, has_gauss, cached = numpy_state
+    return {
+        "random": [version, list(internal), gauss],
+        "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+    }
 
 
 def restore_worker_rng(state: dict[str, Any]) -> None:
@@ -100,20 +108,17 @@ class RngWatcher:
         ):
             return None
         self._last = now
-        return pickle.dumps((now[0].numpy().tobytes(), now[1], now[2]), pickle.HIGHEST_PROTOCOL)
+        return _blob(*now)
 
 
 def plain_worker_rng(rng: bytes | dict[str, Any]) -> dict[str, Any]:
     """A worker's generator states as plain data (from an RngWatcher's blob)."""
     if not isinstance(rng, bytes):
         return rng
-    torch_state, (version, internal, gauss), (name, keys, pos, has_gauss, cached) = (
-        pickle.loads(rng)
-    )
+    torch_state, random_state, numpy_state = pickle.loads(rng)
     return {
         "torch": torch.frombuffer(bytearray(torch_state), dtype=torch.uint8),
-        "random": [version, list(internal), gauss],
-        "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+        **_plain_python_numpy(random_state, numpy_state),
     }
 
 
@@ -252,14 +257,11 @@ class Resumable:
         self.__dict__["_ferry_base_seed"] = drawn
 
     def _current_rng(self) -> dict[str, Any]:
-        version, internal, gauss = random.getstate()
-        name, keys, pos, has_gauss, cached = np.random.get_state()
         return {
             "global": torch.get_rng_state(),
             "generators": [g.get_state() for g in self._tracked_generators],
             # a sampler may shuffle with these; a single-process dataset draws from them
-            "random": [version, list(internal), gauss],
-            "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+            **_plain_python_numpy(random.getstate(), np.random.get_state()),
         }
 
     @staticmethod
