@@ -19,7 +19,11 @@ template <typename... Args>
 [[noreturn]] void fail(const char* file, int line, const char* cond, const Args&... args) {
   std::ostringstream os;
   (os << ... << args);
-  os << " [" << cond << " failed at " << file << ":" << line << "]";
+  if (cond != nullptr) {
+    os << " [" << cond << " failed at " << file << ":" << line << "]";
+  } else {
+    os << " [at " << file << ":" << line << "]";
+  }
   throw Error(os.str());
 }
 }  // namespace detail
@@ -34,3 +38,6 @@ template <typename... Args>
       ::ferry::detail::fail(__FILE__, __LINE__, #cond, ##__VA_ARGS__);         \
     }                                                                          \
   } while (0)
+
+// FERRY_FAIL(message parts...): throws ferry::Error with the message and where it is.
+#define FERRY_FAIL(...) ::ferry::detail::fail(__FILE__, __LINE__, nullptr, ##__VA_ARGS__)

@@ -29,13 +29,15 @@ BatchLayout BatchLayout::make(const std::vector<int64_t>& row_bytes, int64_t row
 
 GatherPipeline::GatherPipeline(IndexPlan plan, std::vector<std::vector<StridedArray>> leaves,
                                size_t num_threads, size_t max_in_flight,
-                               std::shared_ptr<StagingRing> ring, bool in_order)
+                               std::shared_ptr<StagingRing> ring, bool in_order,
+                               TransferStep transfer)
     : plan_(std::move(plan)),
       leaves_(std::move(leaves)),
       num_threads_(num_threads),
       max_in_flight_(max_in_flight),
       ring_(std::move(ring)),
-      in_order_(in_order) {
+      in_order_(in_order),
+      transfer_(std::move(transfer)) {
   FERRY_CHECK(!leaves_.empty(), "the native gather needs at least one leaf");
   FERRY_CHECK(ring_ != nullptr, "the native gather needs a staging ring");
   FERRY_CHECK(max_in_flight_ > 0, "max_in_flight must be positive");
@@ -118,13 +120,23 @@ void GatherPipeline::gather(int64_t seq, std::vector<int64_t> indices) {
         leaves_[r.leaf][c].copy_row(r.row, dst + i * rb);
       }
     }
+    const auto gathered = std::chrono::steady_clock::now();
+    batch.gather_seconds = std::chrono::duration<double>(gathered - started).count();
+    if (transfer_) {
+      transfer_(batch);
+      batch.transfer_seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - gathered).count();
+    }
   } catch (const std::exception& e) {
     if (batch.buffer) ring_->release(batch.buffer.get());
     batch.buffer.reset();
+    batch.transfer.reset();
     batch.error = e.what();
   }
-  batch.gather_seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  if (batch.gather_seconds == 0) {
+    batch.gather_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  }
   finish(std::move(batch));
 }
 

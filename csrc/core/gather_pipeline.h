@@ -9,6 +9,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -42,14 +43,23 @@ struct Batch {
   int64_t rejected_position = -1;
   std::string error;  // any other failure, with its reason
   double gather_seconds = 0;  // the time a thread spent on this batch
+  // What the transfer step (below) made of the filled slot, opaque to the core, and the
+  // time it took.
+  std::shared_ptr<void> transfer;
+  double transfer_seconds = 0;
 };
+
+// An optional step run by the gather thread right after it filled a batch's slot, before
+// the batch is ready: the torch layer starts the batch's copy to a device there. It may
+// set batch.transfer; an exception it throws becomes the batch's error.
+using TransferStep = std::function<void(Batch&)>;
 
 class GatherPipeline {
  public:
   // `leaves[l][c]` is column c of leaf l; every leaf has the same columns (row bytes).
   GatherPipeline(IndexPlan plan, std::vector<std::vector<StridedArray>> leaves,
                  size_t num_threads, size_t max_in_flight, std::shared_ptr<StagingRing> ring,
-                 bool in_order);
+                 bool in_order, TransferStep transfer = {});
   ~GatherPipeline();
 
   GatherPipeline(const GatherPipeline&) = delete;
@@ -86,6 +96,7 @@ class GatherPipeline {
   const size_t max_in_flight_;
   const std::shared_ptr<StagingRing> ring_;
   const bool in_order_;
+  const TransferStep transfer_;
 
   std::atomic<bool> stopping_{false};
   struct Sync {
