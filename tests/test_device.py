@@ -3,6 +3,8 @@ without a GPU (FERRY_FAIL_WITHOUT_CUDA=1 turns the skips into failures)."""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torch.utils.data import Dataset, TensorDataset
@@ -62,9 +64,141 @@ def test_cuda_batch_is_ready_on_the_consumer_stream():
 
 
 @needs_cuda
-def test_pin_memory_gives_pinned_batches():
-    got = list(ferry.DataLoader(TensorDataset(IMAGES, LABELS), batch_size=64, pin_memory=True))
-    assert all(x.is_pinned() and y.is_pinned() for x, y in got)
+@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize("dataset", [TensorDataset(IMAGES, LABELS), PyDataset()])
+def test_pin_memory_gives_pinned_batches_equal_to_torch(dataset, num_workers):
+    g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    kw = dict(batch_size=32, shuffle=True, num_workers=num_workers, pin_memory=True)
+    expected = list(torch.utils.data.DataLoader(dataset, generator=g1, **kw))
+    got = list(ferry.DataLoader(dataset, generator=g2, **kw))
+    assert len(got) == len(expected)
+    for e, g in zip(expected, got, strict=True):
+        assert_same_batch(e, g)
+        assert all(t.is_pinned() for t in _tensors(g))
+
+
+def _pin_warnings(make_loader):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # the same text from the same line, twice
+        batches = list(make_loader())
+    return batches, sorted(str(w.message) for w in caught if "pin" in str(w.message))
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_pin_memory_without_an_accelerator_warns_like_torch(num_workers):
+    if torch.accelerator.is_available():
+        pytest.skip("this machine has an accelerator: pinning happens")
+    ds = PyDataset()
+    kw = dict(batch_size=32, num_workers=num_workers, pin_memory=True)
+    expected, torch_warnings = _pin_warnings(lambda: torch.utils.data.DataLoader(ds, **kw))
+    got, ferry_warnings = _pin_warnings(lambda: ferry.DataLoader(ds, **kw))
+    assert torch_warnings and ferry_warnings == torch_warnings
+    for e, g in zip(expected, got, strict=True):
+        assert_same_batch(e, g)
+        assert not any(t.is_pinned() for t in _tensors(g))
+
+
+# --- the transfer protocol, under stress -------------------------------------------------
+# Big batches and a copy stream held back by a sleep kernel: copies complete long after
+# their batch was handed over, so a slot reused or a stream not waited on would show as
+# wrong values.
+
+BIG = torch.randint(0, 256, (64, 4, 256, 256), dtype=torch.uint8)  # 256 KiB per sample
+BIG_IDS = torch.arange(64)
+
+
+class BigPyDataset(Dataset):
+    def __len__(self):
+        return len(BIG)
+
+    def __getitem__(self, i):
+        return BIG[i], i
+
+
+def _copy_stream(loader_iter):
+    """The torch.cuda.Stream ferry copies on, for the iterator of a loader."""
+    inner = loader_iter._inner
+    owner = inner._gather if hasattr(inner, "_gather") else inner._move._staged
+    stream_id, device_index, device_type = owner.copy_stream
+    return torch.cuda.Stream(stream_id=stream_id, device_index=device_index,
+                             device_type=device_type)
+
+
+def _staging(loader_iter):
+    inner = loader_iter._inner
+    return inner._gather if hasattr(inner, "_gather") else inner._move._staged
+
+
+@needs_cuda
+@pytest.mark.parametrize("dataset", [TensorDataset(BIG, BIG_IDS), BigPyDataset()])
+def test_no_slot_reused_before_its_copy_completed(dataset):
+    """The copy stream lags far behind (a sleep kernel before each batch's copy): staging
+    slots stay busy past their hand-over, the ring must not refill them, and every
+    delivered batch must hold its own samples, read by a kernel on the consumer's stream
+    right after hand-over (no synchronize)."""
+    loader = ferry.DataLoader(dataset, batch_size=4, shuffle=True, num_workers=2,
+                              prefetch_factor=1, device="cuda")
+    for _epoch in range(3):
+        it = iter(loader)
+        copy_stream = _copy_stream(it)
+        sums = []
+        for x, ids in it:
+            with torch.cuda.stream(copy_stream):
+                torch.cuda._sleep(20_000_000)  # ~10 ms: later copies queue behind it
+            torch.cuda._sleep(1_000_000)  # the consumer's stream is busy too
+            sums.append((x.sum(dim=(1, 2, 3), dtype=torch.int64), ids))
+        torch.cuda.synchronize()
+        for s, ids in sums:
+            want = BIG[ids.cpu()].sum(dim=(1, 2, 3), dtype=torch.int64)
+            assert torch.equal(s.cpu(), want)
+    # the lag really outlasted the ring: batches needed memory beyond its slots
+    assert _staging(it).ring_untracked_allocations > 0
+
+
+@needs_cuda
+def test_batches_on_a_side_stream_of_the_consumer():
+    """The consumer's current stream (not the default one) is the one that waits."""
+    loader = ferry.DataLoader(TensorDataset(BIG, BIG_IDS), batch_size=8, device="cuda")
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):
+        it = iter(loader)
+        copy_stream = _copy_stream(it)
+        sums = []
+        for x, ids in it:
+            with torch.cuda.stream(copy_stream):
+                torch.cuda._sleep(20_000_000)
+            sums.append((x.sum(dim=(1, 2, 3), dtype=torch.int64), ids))
+    side.synchronize()
+    for s, ids in sums:
+        assert torch.equal(s.cpu(), BIG[ids.cpu()].sum(dim=(1, 2, 3), dtype=torch.int64))
+
+
+@needs_cuda
+@pytest.mark.parametrize("dataset", [TensorDataset(BIG, BIG_IDS), BigPyDataset()])
+def test_device_memory_bounded_over_epochs(dataset):
+    loader = ferry.DataLoader(dataset, batch_size=8, shuffle=True, num_workers=2,
+                              persistent_workers=True, device="cuda")
+    peaks = []
+    for _epoch in range(12):
+        torch.cuda.reset_peak_memory_stats()
+        for x, _ in loader:
+            del x
+        torch.cuda.synchronize()
+        peaks.append(torch.cuda.max_memory_allocated())
+    # after warm-up, neither the device nor the staging ring grows
+    assert max(peaks[4:]) <= max(peaks[:4])
+    staging = _staging(loader._iterator)
+    assert staging.ring_slots <= 8
+
+
+def _tensors(batch):
+    if isinstance(batch, torch.Tensor):
+        return [batch]
+    if isinstance(batch, dict):
+        return [t for v in batch.values() for t in _tensors(v)]
+    if isinstance(batch, (list, tuple)):
+        return [t for v in batch for t in _tensors(v)]
+    return []
 
 
 def _to(data, device):

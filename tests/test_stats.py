@@ -101,3 +101,23 @@ def test_native_path_has_one_stage():
     list(loader)
     stats = loader.stats()
     assert stats.produce_s is not None and stats.fetch_s is None and stats.collate_s is None
+
+
+def test_no_transfer_stage_without_a_device():
+    for num_workers in (0, 2):
+        loader = ferry.DataLoader(SlowDataset(), batch_size=10, num_workers=num_workers)
+        list(loader)
+        stats = loader.stats()
+        assert stats.transfer_s is None and "transfer" not in str(stats)
+
+
+@pytest.mark.needs_cuda
+@pytest.mark.parametrize("dataset", [TensorDataset(torch.arange(1000.0)), SlowDataset()])
+def test_transfer_stage_with_a_device(dataset):
+    loader = ferry.DataLoader(dataset, batch_size=10, num_workers=2, device="cuda")
+    start = time.perf_counter()
+    list(loader)
+    wall = time.perf_counter() - start
+    stats = loader.stats()
+    assert stats.transfer_s is not None and 0 < stats.transfer_s * stats.batches < wall
+    assert "transfer" in str(stats)

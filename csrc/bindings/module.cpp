@@ -3,6 +3,7 @@
 PYBIND11_MODULE(_C, m) {
   m.doc() = "ferry's C++ core: staging ring, native gather, transfers";
   ferry::register_backend(m);
+  ferry::register_device(m);
   ferry::register_gather(m);
   ferry::register_shared_ring(m);
 }

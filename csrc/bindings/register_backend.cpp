@@ -1,5 +1,6 @@
 #include <torch/version.h>
 
+#include "../core/memory_budget.h"
 #include "register.h"
 
 namespace py = pybind11;
@@ -18,6 +19,21 @@ void register_backend(py::module_& m) {
     info["cxx_standard"] = static_cast<long>(__cplusplus);
     return info;
   });
+  m.def(
+      "memory_in_use",
+      [] {
+        py::dict out;
+        out["pinned_bytes"] = process_memory(MemoryKind::kPinned);
+        out["shared_bytes"] = process_memory(MemoryKind::kShared);
+        return out;
+      },
+      "Page-locked staging slots and mapped shared rings this process holds now.");
+  py::class_<MemoryBudget, std::shared_ptr<MemoryBudget>>(
+      m, "MemoryBudget", "A loader's limit on the page-locked and shared memory it allocates.")
+      .def(py::init<uint64_t>(), py::arg("limit"))
+      .def_property_readonly("limit", &MemoryBudget::limit)
+      .def_property_readonly("used", &MemoryBudget::used);
+  m.def("format_bytes", &format_bytes, py::arg("bytes"));
 }
 
 }  // namespace ferry

@@ -78,7 +78,8 @@ void register_gather(py::module_& m) {
                            "threads. One consumer thread.")
       .def(py::init([](IndexPlan plan, const py::list& leaves, const py::list& columns,
                        size_t num_threads, size_t max_in_flight, bool pinned, bool in_order,
-                       bool unbatched) {
+                       bool unbatched, std::optional<c10::Device> device,
+                       std::shared_ptr<MemoryBudget> budget) {
              // leaves[l][c] = (data_ptr, shape, byte_strides, itemsize); columns[c] =
              // (dtype, row_shape). The caller keeps the arrays alive.
              std::vector<std::vector<StridedArray>> arrays;
@@ -96,13 +97,15 @@ void register_gather(py::module_& m) {
                auto t = c.cast<py::tuple>();
                specs.push_back({as_dtype(t[0]), t[1].cast<std::vector<int64_t>>()});
              }
-             GatherOptions opts{num_threads, max_in_flight, pinned, in_order, unbatched};
+             GatherOptions opts{num_threads, max_in_flight, pinned, in_order,
+                                unbatched,   device,        std::move(budget)};
              return std::make_unique<GatherLoader>(std::move(plan), std::move(arrays),
                                                    std::move(specs), opts);
            }),
            py::arg("plan"), py::arg("leaves"), py::arg("columns"), py::arg("num_threads"),
            py::arg("max_in_flight"), py::arg("pinned"), py::arg("in_order"),
-           py::arg("unbatched"))
+           py::arg("unbatched"), py::arg("device") = py::none(),
+           py::arg("budget") = py::none())
       .def(
           "submit",
           [](GatherLoader& g, py::handle indices) -> py::tuple {
@@ -143,17 +146,24 @@ void register_gather(py::module_& m) {
               columns = py::cast(std::move(out.columns));
             }
             return py::make_tuple(out.seq, columns, out.rejected_position, out.error,
-                                  out.gather_seconds, py::cast(std::move(out.indices)));
+                                  out.gather_seconds, py::cast(std::move(out.indices)),
+                                  out.transfer_seconds);
           },
           py::arg("timeout_s"),
           "Waits for the next batch (timeout_s <= 0: no limit): (seq, [tensors] or None, "
-          "rejected_position, error, gather_seconds, indices); None on timeout.")
+          "rejected_position, error, gather_seconds, indices, transfer_seconds); None on "
+          "timeout.")
       .def("close", &GatherLoader::close, py::call_guard<py::gil_scoped_release>())
       .def_property_readonly("in_flight", &GatherLoader::in_flight)
       .def_property_readonly("num_threads",
                              [](const GatherLoader& g) { return g.options().num_threads; })
       .def_property_readonly("max_in_flight",
                              [](const GatherLoader& g) { return g.options().max_in_flight; })
+      .def_property_readonly("copy_stream",
+                             [](const GatherLoader& g) -> py::object {
+                               if (g.transfer() == nullptr) return py::none();
+                               return copy_stream_of(*g.transfer());
+                             })
       .def_property_readonly("ring_slots", [](const GatherLoader& g) { return g.ring().slots(); })
       .def_property_readonly("ring_bytes", [](const GatherLoader& g) { return g.ring().bytes(); })
       .def_property_readonly("ring_untracked_allocations",

@@ -33,7 +33,8 @@ void register_shared_ring(py::module_& m) {
            "Returns the memory of every slot not held by the user's tensors.")
       .def(
           "take",
-          [](SharedRingMapping& r, uint32_t slot, const py::list& refs, bool copy) {
+          [](SharedRingMapping& r, uint32_t slot, const py::list& refs, bool copy,
+             bool pinned) {
             // refs: [(offset, dtype, sizes, strides)]
             std::vector<TensorRef> parsed;
             parsed.reserve(refs.size());
@@ -47,11 +48,11 @@ void register_shared_ring(py::module_& m) {
                                 t[3].cast<std::vector<int64_t>>()});
             }
             py::gil_scoped_release nogil;  // copies can be large
-            return r.take(slot, parsed, copy);
+            return r.take(slot, parsed, copy, pinned);
           },
-          py::arg("slot"), py::arg("refs"), py::arg("copy"),
+          py::arg("slot"), py::arg("refs"), py::arg("copy"), py::arg("pinned") = false,
           "Tensors for the descriptions a worker sent: views that free the slot when the "
-          "last dies, or copies (the slot is freed at once).");
+          "last dies, or copies (the slot is freed at once), page-locked with pinned.");
 }
 
 }  // namespace ferry

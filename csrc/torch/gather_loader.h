@@ -10,6 +10,8 @@
 #include <vector>
 
 #include "../core/gather_pipeline.h"
+#include "../core/memory_budget.h"
+#include "device_transfer.h"
 
 namespace ferry {
 
@@ -24,15 +26,20 @@ struct GatherOptions {
   bool pinned = false;     // page-locked slots (torch's caching host allocator)
   bool in_order = true;
   bool unbatched = false;  // batch_size=None: each "batch" is one sample, no batch dim
+  // Batches go to this device: the gather thread that filled a (page-locked) slot starts
+  // its copy on the device's copy stream; the slot is reused once the copy completed.
+  std::optional<c10::Device> device;
+  std::shared_ptr<MemoryBudget> budget;  // for page-locked slots; null: not limited
 };
 
 struct DeliveredBatch {
   int64_t seq;
   std::vector<int64_t> indices;
-  std::vector<at::Tensor> columns;  // empty when the batch failed
+  std::vector<at::Tensor> columns;  // empty when the batch failed; on the device if any
   int64_t rejected_position;        // see Batch
   std::string error;
   double gather_seconds;
+  double transfer_seconds;  // starting the device copy (0 without a device)
 };
 
 class GatherLoader {
@@ -50,12 +57,16 @@ class GatherLoader {
   int64_t in_flight() const { return pipeline_->in_flight(); }
   const GatherOptions& options() const { return options_; }
   const StagingRing& ring() const { return *ring_; }
+  const DeviceTransfer* transfer() const { return transfer_.get(); }  // null: no device
 
  private:
+  std::vector<at::Tensor> column_views(const Batch& batch) const;
+
   std::vector<ColumnSpec> columns_;
   GatherOptions options_;
   std::shared_ptr<StagingRing> ring_;
-  std::unique_ptr<GatherPipeline> pipeline_;
+  std::unique_ptr<DeviceTransfer> transfer_;  // with a device
+  std::unique_ptr<GatherPipeline> pipeline_;  // last: its threads use the members above
 };
 
 }  // namespace ferry

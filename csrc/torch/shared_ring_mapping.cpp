@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "../core/check.h"
+#include "../core/memory_budget.h"
 
 namespace ferry {
 namespace {
@@ -65,7 +66,9 @@ void* SharedRingMapping::map(int fd, size_t offset, size_t bytes) {
 }
 
 SharedRingMapping::SharedRingMapping(void* base, size_t bytes, SharedRingView ring)
-    : base_(base), bytes_(bytes), ring_(ring), owner_pid_(::getpid()) {}
+    : base_(base), bytes_(bytes), ring_(ring), owner_pid_(::getpid()) {
+  count_process_memory(MemoryKind::kShared, static_cast<int64_t>(bytes_));
+}
 
 bool SharedRingMapping::mapped_here() const { return ::getpid() == owner_pid_; }
 
@@ -121,6 +124,7 @@ std::shared_ptr<SharedRingMapping> SharedRingMapping::attach(int fd, size_t offs
 }
 
 SharedRingMapping::~SharedRingMapping() {
+  count_process_memory(MemoryKind::kShared, -static_cast<int64_t>(bytes_));
   if (mapped_here()) ::munmap(base_, bytes_);
 }
 
@@ -133,7 +137,8 @@ at::Tensor SharedRingMapping::slot_tensor(uint32_t slot) {
 }
 
 std::vector<at::Tensor> SharedRingMapping::take(uint32_t slot, const std::vector<TensorRef>& refs,
-                                                bool copy) {
+                                                bool copy, bool pinned) {
+  FERRY_CHECK(copy || !pinned, "pinned tensors are copies");
   uint8_t* base = ring_.slot(slot);
   for (const auto& ref : refs) checked_extent(ref, ring_.slot_bytes());
   // Only a published batch may be taken, and only once: two sets of tensors sharing one
@@ -143,10 +148,15 @@ std::vector<at::Tensor> SharedRingMapping::take(uint32_t slot, const std::vector
   std::vector<at::Tensor> out;
   out.reserve(refs.size());
   if (copy) {
-    for (const auto& ref : refs) {
-      out.push_back(at::from_blob(base + ref.offset, ref.sizes, ref.strides,
-                                  at::TensorOptions().dtype(ref.dtype))
-                        .clone());
+    try {
+      for (const auto& ref : refs) {
+        at::Tensor in_slot = at::from_blob(base + ref.offset, ref.sizes, ref.strides,
+                                           at::TensorOptions().dtype(ref.dtype));
+        out.push_back(pinned ? in_slot.pin_memory() : in_slot.clone());
+      }
+    } catch (...) {
+      ring_.set(slot, SlotState::kFree);
+      throw;
     }
     ring_.set(slot, SlotState::kFree);
     return out;

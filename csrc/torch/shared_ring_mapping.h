@@ -49,7 +49,9 @@ class SharedRingMapping : public std::enable_shared_from_this<SharedRingMapping>
   // Gives the memory of every slot not HELD back to the system (its contents are lost):
   // for when no more batches will be taken, while the user may still hold some.
   void release_unheld();
-  std::vector<at::Tensor> take(uint32_t slot, const std::vector<TensorRef>& refs, bool copy);
+  // `pinned` (with `copy`): the copies are page-locked, from torch's pinned allocator.
+  std::vector<at::Tensor> take(uint32_t slot, const std::vector<TensorRef>& refs, bool copy,
+                               bool pinned = false);
 
  private:
   SharedRingMapping(void* base, size_t bytes, SharedRingView ring);

@@ -4,14 +4,35 @@
 
 namespace ferry {
 
-TensorBuffer::TensorBuffer(size_t nbytes, bool pinned)
-    : tensor_(at::empty({static_cast<int64_t>(nbytes)},
+namespace {
+std::unique_ptr<BudgetCharge> charge_for(size_t nbytes, bool pinned,
+                                         const std::shared_ptr<MemoryBudget>& budget) {
+  if (!pinned || budget == nullptr) return nullptr;
+  return std::make_unique<BudgetCharge>(budget, nbytes, MemoryKind::kPinned,
+                                        "a page-locked staging slot");
+}
+}  // namespace
+
+TensorBuffer::TensorBuffer(size_t nbytes, bool pinned,
+                           const std::shared_ptr<MemoryBudget>& budget)
+    : charge_(charge_for(nbytes, pinned, budget)),
+      tensor_(at::empty({static_cast<int64_t>(nbytes)},
                         at::TensorOptions().dtype(at::kByte).pinned_memory(pinned))),
       pinned_(pinned) {}
 
 bool TensorBuffer::in_use() const {
+  {
+    std::lock_guard<std::mutex> lock(copy_mutex_);
+    if (copy_done_ && !copy_done_->query()) return true;
+    copy_done_.reset();
+  }
   if (pinned_) return tensor_.storage().use_count() > 1;
   return views_.load(std::memory_order_acquire) > 0;
+}
+
+void TensorBuffer::keep_until(std::shared_ptr<const c10::Event> copy_done) {
+  std::lock_guard<std::mutex> lock(copy_mutex_);
+  copy_done_ = std::move(copy_done);
 }
 
 at::Tensor TensorBuffer::view(int64_t byte_offset, at::ScalarType dtype,
@@ -42,9 +63,9 @@ at::Tensor TensorBuffer::view(int64_t byte_offset, at::ScalarType dtype,
   }
 }
 
-BufferFactory tensor_buffer_factory(bool pinned) {
-  return [pinned](size_t nbytes) -> std::shared_ptr<Buffer> {
-    return std::make_shared<TensorBuffer>(nbytes, pinned);
+BufferFactory tensor_buffer_factory(bool pinned, std::shared_ptr<MemoryBudget> budget) {
+  return [pinned, budget = std::move(budget)](size_t nbytes) -> std::shared_ptr<Buffer> {
+    return std::make_shared<TensorBuffer>(nbytes, pinned, budget);
   };
 }
 

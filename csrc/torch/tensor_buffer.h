@@ -7,22 +7,27 @@
 //   has looked at it, which would keep a shared storage "in use" for ever);
 // * pinned buffers hand out views of their own storage, so that torch's caching host
 //   allocator knows the memory and keeps it for the user's non_blocking copies; they are
-//   never reused by the ring (capacity 0), so in_use() does not matter for them.
+//   reused by the ring only when their batches go to a device (the user never sees
+//   them); then they stay in use until the device copy from them completed (keep_until).
 #pragma once
 
 #include <ATen/ATen.h>
+#include <c10/core/Event.h>
 
 #include <atomic>
 #include <memory>
+#include <mutex>
 #include <vector>
 
+#include "../core/memory_budget.h"
 #include "../core/staging_ring.h"
 
 namespace ferry {
 
 class TensorBuffer final : public Buffer, public std::enable_shared_from_this<TensorBuffer> {
  public:
-  TensorBuffer(size_t nbytes, bool pinned);
+  // Page-locked buffers are charged to `budget` (when given) for as long as they live.
+  TensorBuffer(size_t nbytes, bool pinned, const std::shared_ptr<MemoryBudget>& budget = nullptr);
 
   uint8_t* data() override { return tensor_.data_ptr<uint8_t>(); }
   size_t size() const override { return static_cast<size_t>(tensor_.numel()); }
@@ -32,13 +37,19 @@ class TensorBuffer final : public Buffer, public std::enable_shared_from_this<Te
   // `byte_offset` must be a multiple of the item size.
   at::Tensor view(int64_t byte_offset, at::ScalarType dtype, at::IntArrayRef sizes);
 
+  // Keeps the buffer in use until `copy_done` (an asynchronous copy out of it) completed.
+  void keep_until(std::shared_ptr<const c10::Event> copy_done);
+
  private:
+  std::unique_ptr<BudgetCharge> charge_;  // before tensor_: charged before allocating
   at::Tensor tensor_;  // uint8, one dimension
   const bool pinned_;
   std::atomic<int64_t> views_{0};  // live views of a plain buffer
+  mutable std::mutex copy_mutex_;
+  mutable std::shared_ptr<const c10::Event> copy_done_;  // dropped once it completed
 };
 
 // The factory a StagingRing uses to allocate TensorBuffers.
-BufferFactory tensor_buffer_factory(bool pinned);
+BufferFactory tensor_buffer_factory(bool pinned, std::shared_ptr<MemoryBudget> budget = nullptr);
 
 }  // namespace ferry

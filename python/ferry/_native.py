@@ -179,8 +179,10 @@ class NativeIter(Resumable, _BaseDataLoaderIter):
 
     path = "native"
     last_produce_s: float | None = None  # the C++ gather time of the last batch
+    last_transfer_s: float | None = None  # the C++ time to start its device copy
 
-    def __init__(self, loader: Any, plan: NativePlan, device: torch.device | None) -> None:
+    def __init__(self, loader: Any, plan: NativePlan, device: torch.device | None,
+                 budget: Any = None) -> None:
         self._init_resume(loader)
         super().__init__(loader)
         C = _ext.load()
@@ -188,6 +190,8 @@ class NativeIter(Resumable, _BaseDataLoaderIter):
         self._depth = max(1, (loader.prefetch_factor or 2) * threads)
         if loader.num_workers == 0 and not may_draw_ahead(self._index_sampler):
             self._depth = 1  # torch without workers draws each batch when it is asked for
+        # Batches for a (CUDA) device are copied by the gather threads: a side stream,
+        # reused page-locked slots.
         self._device = device if device is not None and device.type != "cpu" else None
         self._in_order = loader.in_order or loader.num_workers == 0
         self._first_seq: int | None = None  # the C++ sequence number of the epoch's first batch
@@ -201,6 +205,8 @@ class NativeIter(Resumable, _BaseDataLoaderIter):
             pinned=self._pin_memory or self._device is not None,
             in_order=self._in_order,
             unbatched=not self._auto_collation,
+            device=self._device,
+            budget=budget,
         )
         # Stops the threads when the iterator goes (in a forked child that inherited it,
         # the C++ side only lets go of threads that exist in the parent alone).
@@ -239,7 +245,8 @@ class NativeIter(Resumable, _BaseDataLoaderIter):
         got = self._gather.next(float(self._timeout))
         if got is None:
             raise RuntimeError(f"DataLoader timed out after {self._timeout} seconds")
-        seq, columns, rejected, error, self.last_produce_s, indices = got
+        seq, columns, rejected, error, self.last_produce_s, indices, transfer_s = got
+        self.last_transfer_s = transfer_s if self._device is not None else None
         if not self._in_order:
             self._yielded_task = seq - self._first_seq
         index = self._passthrough.pop(seq, None)
@@ -251,7 +258,7 @@ class NativeIter(Resumable, _BaseDataLoaderIter):
             )
         if columns is None:  # torch rejects this batch: let torch raise its own error
             return self._torch_fetch(index)
-        return self._to_device(columns)
+        return columns  # on the device already, if any
 
     def _torch_fetch(self, index: Any) -> Any:
         data = self._torch_fetcher.fetch(index)
@@ -284,15 +291,72 @@ class NativeIter(Resumable, _BaseDataLoaderIter):
         self._shutdown()
 
 
+def map_tensors(data: Any, fn: Any) -> Any:
+    """`data` with its tensors replaced by ``fn(list of all its tensors)`` (a list in the
+    same order), keeping the nesting of dicts, lists, tuples and namedtuples."""
+    tensors: list[torch.Tensor] = []
+    _collect(data, tensors)
+    if not tensors:
+        return data
+    return _rebuild(data, iter(fn(tensors)))
+
+
+def _collect(data: Any, out: list[torch.Tensor]) -> None:
+    if isinstance(data, torch.Tensor):
+        out.append(data)
+    elif isinstance(data, dict):
+        for v in data.values():
+            _collect(v, out)
+    elif isinstance(data, (list, tuple)):
+        for v in data:
+            _collect(v, out)
+
+
+def _rebuild(data: Any, new: Any) -> Any:
+    if isinstance(data, torch.Tensor):
+        return next(new)
+    if isinstance(data, dict):
+        return type(data)({k: _rebuild(v, new) for k, v in data.items()})
+    if isinstance(data, tuple) and hasattr(data, "_fields"):
+        return type(data)(*(_rebuild(v, new) for v in data))
+    if isinstance(data, (list, tuple)):
+        return type(data)(_rebuild(v, new) for v in data)
+    return data
+
+
 def move_to_device(data: Any, device: torch.device) -> Any:
     """`data` with every tensor in it copied to `device` (non-blocking from pinned
     memory), keeping the nesting of dicts, lists, tuples and namedtuples."""
-    if isinstance(data, torch.Tensor):
-        return data.to(device, non_blocking=True)
-    if isinstance(data, dict):
-        return type(data)({k: move_to_device(v, device) for k, v in data.items()})
-    if isinstance(data, tuple) and hasattr(data, "_fields"):
-        return type(data)(*(move_to_device(v, device) for v in data))
-    if isinstance(data, (list, tuple)):
-        return type(data)(move_to_device(v, device) for v in data)
-    return data
+    return map_tensors(data, lambda ts: [t.to(device, non_blocking=True) for t in ts])
+
+
+class DeviceCopier:
+    """Moves whole batches to a CUDA device for the iterators whose batches arrive in
+    ordinary memory (workers, threads, torch's own): in C++, without the GIL, through
+    reused page-locked slots and a copy stream; the consumer's stream waits for the copy
+    without blocking the host. Other tensors (already on a device, sparse) move as torch
+    moves them."""
+
+    def __init__(self, device: torch.device, slots: int, budget: Any = None) -> None:
+        self._staged = _ext.load().StagedCopy(device, slots, budget)
+        self._device = device
+
+    def __call__(self, data: Any) -> Any:
+        return map_tensors(data, self._move)
+
+    def _move(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        host = [i for i, t in enumerate(tensors) if _stageable(t)]
+        out = [t.to(self._device, non_blocking=True) if not _stageable(t) else t for t in tensors]
+        staged = self._staged.to_device([tensors[i] for i in host])
+        for i, t in zip(host, staged, strict=True):
+            out[i] = t
+        return out
+
+
+def _stageable(t: torch.Tensor) -> bool:
+    return (
+        type(t) is torch.Tensor
+        and t.device.type == "cpu"
+        and t.layout == torch.strided
+        and not t.requires_grad
+    )

@@ -25,7 +25,12 @@ class LoaderStats:
     * ``fetch_s`` and ``collate_s``: its two stages in a worker (process or thread):
       the dataset's ``__getitem__``/``__getitems__`` calls, and the ``collate_fn`` with
       the batch's placement in shared memory. None on the native path, where C++ threads
-      gather rows straight into the batch (one stage).
+      gather rows straight into the batch (one stage);
+    * ``transfer_s``: with ``device=``, the host's share of moving a batch to the device:
+      making the page-locked staging copy (where the batch was not gathered into one)
+      and enqueuing the copy on ferry's copy stream. The copy itself runs asynchronously
+      and the consumer's stream waits for it on the device, so its duration is not in
+      here. None without a device.
 
     ``starvation`` is ``wait_s / (wait_s + compute_s)``: the share of the consumer's time
     spent waiting for data. Near 0 the loader keeps up; near 1 the training loop is
@@ -42,12 +47,15 @@ class LoaderStats:
     starvation: float
     fetch_s: float | None = None
     collate_s: float | None = None
+    transfer_s: float | None = None
 
     def __str__(self) -> str:
         produce = "n/a" if self.produce_s is None else f"{self.produce_s * 1e3:.2f} ms"
         if self.fetch_s is not None and self.collate_s is not None:
             produce += (f" (fetch {self.fetch_s * 1e3:.2f} ms, "
                         f"collate {self.collate_s * 1e3:.2f} ms)")
+        if self.transfer_s is not None:
+            produce += f", transfer {self.transfer_s * 1e3:.2f} ms"
         return (
             f"{self.path} path, last {self.batches} of {self.total_batches} batches: "
             f"{self.batches_per_s:.1f} batches/s, wait {self.wait_s * 1e3:.2f} ms, "
@@ -65,10 +73,12 @@ class StatsRecorder:
         self._produce: collections.deque[float] = collections.deque(maxlen=window)
         self._fetch: collections.deque[float] = collections.deque(maxlen=window)
         self._collate: collections.deque[float] = collections.deque(maxlen=window)
+        self._transfer: collections.deque[float] = collections.deque(maxlen=window)
         self._last_return: float | None = None
 
     def record(self, started: float, returned: float, produce_s: float | None,
-               fetch_s: float | None = None, collate_s: float | None = None) -> None:
+               fetch_s: float | None = None, collate_s: float | None = None,
+               transfer_s: float | None = None) -> None:
         self.total += 1
         self._wait.append(returned - started)
         # The consumer's time between two batches; nothing before the first batch.
@@ -79,6 +89,8 @@ class StatsRecorder:
         if fetch_s is not None and collate_s is not None:
             self._fetch.append(fetch_s)
             self._collate.append(collate_s)
+        if transfer_s is not None:
+            self._transfer.append(transfer_s)
 
     def epoch_ended(self) -> None:
         self._last_return = None  # the pause between epochs is not a training step
@@ -100,6 +112,7 @@ class StatsRecorder:
             starvation=wait / per_batch if per_batch > 0 else 0.0,
             fetch_s=_mean(self._fetch),
             collate_s=_mean(self._collate),
+            transfer_s=_mean(self._transfer),
         )
 
 
@@ -132,6 +145,7 @@ class MeasuredIter:
             getattr(inner, "last_produce_s", None),
             getattr(inner, "last_fetch_s", None),
             getattr(inner, "last_collate_s", None),
+            getattr(inner, "last_transfer_s", None),
         )
         return data
 

@@ -25,6 +25,7 @@ import os
 import pickle
 import signal
 import time
+import warnings
 import weakref
 from dataclasses import dataclass
 from functools import partial
@@ -40,7 +41,6 @@ from torch.utils.data._utils.collate import (
     default_collate,
     default_collate_fn_map,
 )
-from torch.utils.data._utils.pin_memory import pin_memory
 from torch.utils.data._utils.worker import _IterableDatasetStopIteration
 from torch.utils.data.dataloader import _DatasetKind, _MultiProcessingDataLoaderIter
 
@@ -175,9 +175,10 @@ class _TensorsFromList(pickle.Unpickler):
 class _WorkerState:
     """A worker process's side of its ring."""
 
-    def __init__(self, fd: int, nslots: int) -> None:
+    def __init__(self, fd: int, nslots: int, share: int) -> None:
         self.fd = fd
         self.nslots = nslots
+        self.share = share  # bytes of its memfd this worker may fill (0: no limit)
         self.ring: Any = None  # ferry._C.SharedRing, made at the first batch
         self.ring_offset = 0
         info = get_worker_info()
@@ -203,7 +204,17 @@ class _WorkerState:
         offset = 0
         if self.ring is not None:
             offset = _align(self.ring_offset + self.ring.mapped_bytes, _PAGE)
-        self.ring = _ext.load().SharedRing.create(self.fd, offset, slot_bytes, self.nslots)
+        C = _ext.load()
+        if self.share and offset + _PAGE + slot_bytes * self.nslots > self.share:
+            fmt = C.format_bytes
+            raise RuntimeError(
+                f"ferry's memory budget is exhausted: worker {self.worker} needs a shared ring "
+                f"of {self.nslots} slots of {fmt(slot_bytes)} for batches of {fmt(need)} "
+                f"({fmt(offset)} already used by earlier, smaller rings), beyond its "
+                f"{fmt(self.share)} share of memory_budget (one share per worker). Raise "
+                "memory_budget, or lower prefetch_factor or the batch size"
+            )
+        self.ring = C.SharedRing.create(self.fd, offset, slot_bytes, self.nslots)
         self.ring_offset = offset
 
     def pack(self, data: Any, slot: int, arena: _Arena | None) -> Packed:
@@ -272,11 +283,12 @@ class RingCollate:
     worker's ring and the batch sent as a Packed."""
 
     def __init__(self, collate_fn: Any, fds: list[int], nslots: int,
-                 batch_size: int | None = None) -> None:
+                 batch_size: int | None = None, share: int = 0) -> None:
         self.collate_fn = collate_fn
         self.fds = fds
         self.nslots = nslots
         self.batch_size = batch_size
+        self.share = share
         self._state: _WorkerState | None = None
 
     def __reduce__(self) -> Any:
@@ -285,14 +297,15 @@ class RingCollate:
         from multiprocessing import reduction
 
         fds = [reduction.DupFd(fd) for fd in self.fds]
-        return (_rebuild_ring_collate, (self.collate_fn, fds, self.nslots, self.batch_size))
+        return (_rebuild_ring_collate,
+                (self.collate_fn, fds, self.nslots, self.batch_size, self.share))
 
     def __call__(self, batch: Any) -> Packed:
         if self._state is None:
             info = get_worker_info()
             if info is None:
                 raise RuntimeError("ferry's ring collation runs in DataLoader workers only")
-            self._state = _WorkerState(self.fds[info.id], self.nslots)
+            self._state = _WorkerState(self.fds[info.id], self.nslots, self.share)
         state = self._state
         started = time.monotonic()
         slot, arena = state.claim()
@@ -316,8 +329,8 @@ class RingCollate:
 
 
 def _rebuild_ring_collate(collate_fn: Any, dupfds: list[Any], nslots: int,
-                          batch_size: int | None) -> RingCollate:
-    return RingCollate(collate_fn, [d.detach() for d in dupfds], nslots, batch_size)
+                          batch_size: int | None, share: int) -> RingCollate:
+    return RingCollate(collate_fn, [d.detach() for d in dupfds], nslots, batch_size, share)
 
 
 class WorkerInit:
@@ -355,7 +368,10 @@ def _rebuild_worker_init(init_fn: Any, dupfds: list[Any], resume: list[Any] | No
 
 class _LoaderWithCollate:
     """The loader as torch's iterator reads it, but with ferry's collate_fn and
-    worker_init_fn."""
+    worker_init_fn, and without torch's pin-memory thread: ferry pins in C++ as batches
+    leave their slots."""
+
+    pin_memory = False
 
     def __init__(self, loader: Any, collate_fn: Any, worker_init_fn: Any) -> None:
         self._loader = loader
@@ -386,6 +402,24 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _pin_memory_setting(loader: Any) -> bool:
+    """Whether batches are pinned, and torch's warnings about it (its iterator no longer
+    sees pin_memory=True, see _LoaderWithCollate)."""
+    if loader.pin_memory and loader.pin_memory_device:
+        warnings.warn(
+            "pin_memory_device is deprecated, the current accelerator will be used as the "
+            f"device,ignore pin_memory_device='{loader.pin_memory_device}'.",
+            stacklevel=4,
+        )
+    if loader.pin_memory and not torch.accelerator.is_available():
+        warnings.warn(
+            "'pin_memory' argument is set as true but no accelerator is found, then device "
+            "pinned memory won't be used.",
+            stacklevel=4,
+        )
+    return bool(loader.pin_memory) and torch.accelerator.is_available()
 
 
 def _describe_exit(code: int | None) -> str:
@@ -429,7 +463,8 @@ class WorkerIter(Resumable, _MultiProcessingDataLoaderIter):
         self.copied_batches = 0  # batches copied out of their slot (the user held many)
         self._last_index: Any = None
         batch_size = loader.batch_size if loader.batch_sampler is not None else None
-        collate_fn = RingCollate(loader.collate_fn, self._ring_fds, nslots, batch_size)
+        share = (loader.memory_budget or 0) // n
+        collate_fn = RingCollate(loader.collate_fn, self._ring_fds, nslots, batch_size, share)
         self._resume_ended = set(resume.get("ended_workers") or ())
         self._end_states: dict[int, Any] = {}  # worker -> its _EndedWithState this epoch
         self._idle_workers: set[int] = set()  # resumed as ended, without being told to stop
@@ -445,6 +480,8 @@ class WorkerIter(Resumable, _MultiProcessingDataLoaderIter):
             raise
         finally:
             _starting = None
+        # not torch's _pin_memory, which would make it look for its pin thread
+        self._pin_batches = _pin_memory_setting(loader)
 
     # --- batches --------------------------------------------------------------------
     def _next_index(self) -> Any:
@@ -498,9 +535,7 @@ class WorkerIter(Resumable, _MultiProcessingDataLoaderIter):
             self._note_batch(data)
             if not self._in_order:
                 self._yielded_task = data.task
-            data = self._unpack(data)
-            if self._pin_memory:  # torch's pin thread only saw the Packed
-                data = pin_memory(data, self._pin_memory_device)
+            data = self._unpack(data, pinned=self._pin_batches)
         return data
 
     def _note_batch(self, packed: Packed) -> None:
@@ -548,18 +583,22 @@ class WorkerIter(Resumable, _MultiProcessingDataLoaderIter):
                 state["ended_workers"] = sorted(self._short_workers)
         return state
 
-    def _unpack(self, packed: Packed) -> Any:
+    def _unpack(self, packed: Packed, pinned: bool = False) -> Any:
+        """The batch, its tensors views of its slot or (when the user already holds
+        several, or `pinned`) copies; pinned: page-locked, as torch's pin_memory makes."""
         tensors: list[torch.Tensor] = []
         if packed.slot >= 0:
             ring = self._ring(packed.worker, packed.ring_offset)
             refs = [r for r in packed.tensors if not isinstance(r, bytes)]
-            copy = ring.count(self._held_slot) >= _MAX_HELD
-            self.copied_batches += copy
-            in_slot = iter(ring.take(packed.slot, refs, copy))
+            copy = pinned or ring.count(self._held_slot) >= _MAX_HELD
+            self.copied_batches += copy and not pinned
+            in_slot = iter(ring.take(packed.slot, refs, copy, pinned))
             tensors = [pickle.loads(r) if isinstance(r, bytes) else next(in_slot)
                        for r in packed.tensors]
         else:
             tensors = [pickle.loads(r) for r in packed.tensors]
+        if pinned:  # those pickled by value
+            tensors = [t if t.is_pinned() else t.pin_memory() for t in tensors]
         return _TensorsFromList(io.BytesIO(packed.payload), tensors).load()
 
     def _ring(self, worker: int, offset: int) -> Any:
@@ -657,15 +696,13 @@ class WorkerIter(Resumable, _MultiProcessingDataLoaderIter):
         # is one), the garbage collector has already finalized those queues, the message
         # never leaves, and each worker costs the full 5 s. Here workers get
         # _STOP_GRACE_SECONDS in all to exit on their own, then are terminated.
-        # With a pin-memory thread torch must stop that thread first (a worker terminated
-        # mid-message could leave it blocked), so the quick path is for its absence.
+        # (torch's pin-memory thread, which would have to stop first, never runs here.)
         for wid in self._idle_workers:  # so that torch tells them to stop too
             self._workers_status[wid] = True
         self._idle_workers.clear()
         if (
             not self._shutdown
             and _utils.python_exit_status is False
-            and not hasattr(self, "_pin_memory_thread")
         ):
             self._workers_done_event.set()
             for wid, q in enumerate(self._index_queues):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import weakref
 from typing import Any
 
@@ -58,6 +59,15 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
             :class:`~torch.utils.data.DistributedSampler` (``shuffle`` as given, ``seed``
             the ``generator``'s initial seed, or 0), so every rank gets the same number
             of batches. Call :meth:`set_epoch` before each epoch to reshuffle.
+        memory_budget: the most page-locked and shared memory, in bytes, an iterator of
+            this loader may hold at once for batches on their way: the shared-memory
+            rings of worker processes (each worker gets an equal share) and the
+            page-locked staging slots of ``pin_memory`` and ``device``. An allocation
+            beyond it raises RuntimeError saying what was asked, what is in use and the
+            limit, rather than growing. Batches already handed over are the user's
+            memory, as with torch. ``None`` (the default): no limit beyond what the
+            prefetch depth implies. ``ferry.backend_info()["memory_in_use"]`` reports
+            what the process holds.
 
     Every other argument means what it means for torch's DataLoader. Array-backed
     datasets (``TensorDataset``, :class:`ferry.ArrayDataset`, and ``Subset`` /
@@ -97,10 +107,18 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
         device: torch.device | str | None = None,
         worker_type: str = "process",
         distributed: bool = False,
+        memory_budget: int | None = None,
     ) -> None:
         _ext.load()  # a broken build fails here, loudly, not later in a fallback
         if worker_type not in ("process", "thread"):
             raise ValueError(f"worker_type must be 'process' or 'thread', got {worker_type!r}")
+        if memory_budget is not None and (
+            not isinstance(memory_budget, int) or isinstance(memory_budget, bool)
+        ):
+            raise TypeError(f"memory_budget must be an int (bytes) or None, got {memory_budget!r}")
+        if memory_budget is not None and memory_budget <= 0:
+            raise ValueError(f"memory_budget must be positive, got {memory_budget}")
+        self.memory_budget = memory_budget
         self.device = _resolve_device(device)
         self.worker_type = worker_type
         # Kept under their own names, so that frameworks that re-create a loader from
@@ -274,9 +292,11 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
         return _stats.MeasuredIter(iterator, self._stats_recorder)
 
     def _make_iterator(self) -> Any:
+        # counts (and with memory_budget limits) the iterator's page-locked memory
+        budget = _ext.load().MemoryBudget(self.memory_budget or 0)
         plan = self._native_plan()
         if plan is not None:
-            return _native.NativeIter(self, plan, self.device)
+            return _native.NativeIter(self, plan, self.device, budget)
         if self.num_workers > 0 and self.worker_type == "thread":
             iterator = _threads.ThreadIter(self)
         elif self.num_workers > 0:
@@ -285,7 +305,7 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
         else:
             iterator = _SingleIter(self)
         if self.device is not None and self.device.type != "cpu":
-            return _DeviceIter(iterator, self.device)
+            return _DeviceIter(iterator, self.device, budget)
         return iterator
 
 
@@ -352,17 +372,27 @@ class _SingleIter(_resume.Resumable, _SingleProcessDataLoaderIter):
 
 class _DeviceIter:
     """Another iterator (torch's own, worker processes or threads), with each batch copied
-    to `device` as it is handed over."""
+    to the CUDA `device` as it is handed over, by ferry's staged copy (page-locked slots,
+    a copy stream, the consumer's stream waiting on it)."""
 
-    def __init__(self, inner: Any, device: torch.device) -> None:
+    # Page-locked slots the staged copy reuses: copies still running when a batch is
+    # handed over keep theirs, so a few cover a consumer that runs ahead of the device.
+    _STAGING_SLOTS = 4
+    last_transfer_s: float | None = None  # the last batch's staging and enqueuing
+
+    def __init__(self, inner: Any, device: torch.device, budget: Any) -> None:
         self._inner = inner
-        self._device = device
+        self._move = _native.DeviceCopier(device, self._STAGING_SLOTS, budget)
 
     def __iter__(self) -> _DeviceIter:
         return self
 
     def __next__(self) -> Any:
-        return _native.move_to_device(next(self._inner), self._device)
+        data = next(self._inner)
+        started = time.perf_counter()
+        data = self._move(data)
+        self.last_transfer_s = time.perf_counter() - started
+        return data
 
     def __len__(self) -> int:
         return len(self._inner)
