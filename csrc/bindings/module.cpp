@@ -5,4 +5,5 @@ PYBIND11_MODULE(_C, m) {
   ferry::register_backend(m);
   ferry::register_gather(m);
   ferry::register_shared_ring(m);
+  ferry::register_transforms(m);
 }
