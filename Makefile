@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP = $(PYTHON) -m pip
 STAMPS = build/stamps
-EXT_SOURCES = setup.py $(shell find csrc -name '*.cpp' -o -name '*.h')
+EXT_SOURCES = setup.py $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu')
 
 .PHONY: all deps build test test-py test-cpp sanitize bench bench-quick clean
 

@@ -2,6 +2,10 @@
 
 Build without isolation (`pip install --no-build-isolation .`, or `make build`): an
 isolated build environment would download a fresh torch and build against that one.
+
+The CUDA kernels (csrc/cuda/*.cu) are built when torch has CUDA and nvcc is found;
+FERRY_CUDA_KERNELS=1 insists on them (failing if either is missing), FERRY_CUDA_KERNELS=0
+leaves them out. Without them the same functions exist and raise a clear error.
 """
 
 from __future__ import annotations
@@ -12,7 +16,13 @@ import os
 from setuptools import setup
 
 try:
-    from torch.utils.cpp_extension import BuildExtension, CppExtension
+    import torch
+    from torch.utils.cpp_extension import (
+        CUDA_HOME,
+        BuildExtension,
+        CppExtension,
+        CUDAExtension,
+    )
 except ImportError as exc:  # pragma: no cover - depends on how the build was started
     raise SystemExit(
         "ferry builds against the installed torch, and none was found "
@@ -23,24 +33,44 @@ except ImportError as exc:  # pragma: no cover - depends on how the build was st
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def sources() -> list[str]:
+def sources(parts: tuple[str, ...] = ("core", "torch", "bindings"), ext: str = "cpp") -> list[str]:
     found: list[str] = []
-    for part in ("core", "torch", "bindings"):
-        found += glob.glob(os.path.join("csrc", part, "*.cpp"), root_dir=HERE)
+    for part in parts:
+        found += glob.glob(os.path.join("csrc", part, f"*.{ext}"), root_dir=HERE)
     return sorted(found)
+
+
+def cuda_kernels_wanted() -> bool:
+    flag = os.environ.get("FERRY_CUDA_KERNELS", "")
+    if flag not in ("", "0", "1"):
+        raise SystemExit(f"FERRY_CUDA_KERNELS must be 0, 1 or unset, got {flag!r}.")
+    if flag == "0":
+        return False
+    missing = None
+    if torch.version.cuda is None:
+        missing = f"the installed torch {torch.__version__} was built without CUDA"
+    elif CUDA_HOME is None or not os.path.exists(os.path.join(CUDA_HOME, "bin", "nvcc")):
+        missing = f"nvcc was not found (CUDA_HOME={CUDA_HOME}; set it to a CUDA toolkit)"
+    if missing is not None and flag == "1":
+        raise SystemExit(f"FERRY_CUDA_KERNELS=1, but {missing}.")
+    return missing is None
 
 
 cxx_flags = ["-O3", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fvisibility=hidden"]
 if os.environ.get("FERRY_DEBUG"):
     cxx_flags = ["-O0", "-g", "-Wall", "-Wextra", "-Wno-unused-parameter"]
 
+if cuda_kernels_wanted():
+    extension = CUDAExtension(
+        "ferry._C",
+        sources() + sources(("cuda",), "cu"),
+        define_macros=[("FERRY_WITH_CUDA_KERNELS", None)],
+        extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3"]},
+    )
+else:
+    extension = CppExtension("ferry._C", sources(), extra_compile_args={"cxx": cxx_flags})
+
 setup(
-    ext_modules=[
-        CppExtension(
-            "ferry._C",
-            sources(),
-            extra_compile_args={"cxx": cxx_flags},
-        )
-    ],
+    ext_modules=[extension],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
 )

@@ -6,4 +6,5 @@ PYBIND11_MODULE(_C, m) {
   ferry::register_device(m);
   ferry::register_gather(m);
   ferry::register_shared_ring(m);
+  ferry::register_transforms(m);
 }

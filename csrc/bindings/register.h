@@ -14,4 +14,5 @@ void register_gather(pybind11::module_& m);
 void register_backend(pybind11::module_& m);
 void register_device(pybind11::module_& m);
 void register_shared_ring(pybind11::module_& m);
+void register_transforms(pybind11::module_& m);
 }  // namespace ferry

@@ -13,8 +13,9 @@ import torch
 from . import _ext
 from .dataloader import DataLoader
 from .datasets import ArrayDataset
+from .transforms import ImageTransform
 
-__all__ = ["ArrayDataset", "DataLoader", "backend_info", "__version__"]
+__all__ = ["ArrayDataset", "DataLoader", "ImageTransform", "backend_info", "__version__"]
 __version__ = "0.1.0"
 
 
