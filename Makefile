@@ -4,7 +4,7 @@ PIP = $(PYTHON) -m pip
 STAMPS = build/stamps
 EXT_SOURCES = setup.py $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu')
 
-.PHONY: all deps build test test-py test-cpp sanitize bench bench-quick clean
+.PHONY: all deps build test test-py test-cpp sanitize bench bench-quick gpu-check clean
 
 all: build
 
@@ -42,6 +42,12 @@ bench: build
 
 bench-quick: build
 	PYTHONPATH=python $(PYTHON) -m ferry.bench --quick
+
+# On a machine with a CUDA GPU: every test, with the CUDA skips turned into failures, then
+# the GPU benchmarks (figures in gpu-bench.json).
+gpu-check: build
+	FERRY_FAIL_WITHOUT_CUDA=1 $(MAKE) test
+	PYTHONPATH=python $(PYTHON) -m ferry.bench --workloads W1,H2D,TRAIN --json gpu-bench.json
 
 clean:
 	rm -rf build python/ferry/_C*.so

@@ -17,7 +17,8 @@ from ferry import _ext
 def test_constructor_is_torchs_plus_ferrys_keyword_arguments():
     ours = list(inspect.signature(ferry.DataLoader.__init__).parameters.values())
     theirs = list(inspect.signature(torch.utils.data.DataLoader.__init__).parameters.values())
-    extra = [("device", None), ("worker_type", "process"), ("distributed", False)]
+    extra = [("device", None), ("worker_type", "process"), ("distributed", False),
+             ("memory_budget", None)]
     assert [(p.name, p.kind, p.default) for p in ours[: -len(extra)]] == [
         (p.name, p.kind, p.default) for p in theirs
     ]

@@ -70,7 +70,10 @@ def test_pin_memory_gives_pinned_batches_equal_to_torch(dataset, num_workers):
     g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
     kw = dict(batch_size=32, shuffle=True, num_workers=num_workers, pin_memory=True)
     expected = list(torch.utils.data.DataLoader(dataset, generator=g1, **kw))
-    got = list(ferry.DataLoader(dataset, generator=g2, **kw))
+    loader = ferry.DataLoader(dataset, generator=g2, **kw)
+    it = iter(loader)
+    assert not hasattr(it._inner, "_pin_memory_thread")  # pinned in C++, not by torch's thread
+    got = list(it)
     assert len(got) == len(expected)
     for e, g in zip(expected, got, strict=True):
         assert_same_batch(e, g)
