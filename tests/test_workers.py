@@ -4,6 +4,7 @@ workers, torch's errors, prompt failure on dead workers, and nothing leaked."""
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 import textwrap
@@ -112,9 +113,15 @@ def test_abandoned_persistent_epochs_free_their_slots():
 
 def test_held_batches_stay_intact():
     """Views of ring slots survive later batches; beyond a few held batches ferry copies
-    out instead of running out of slots."""
-    held = list(ferry.DataLoader(wd.Tensors(3000), batch_size=1, num_workers=2))
-    assert len(held) == 3000
+    out instead of running out of slots: 10,000 held batches, with 256 file descriptors
+    (torch fails with "Too many open files" after a few hundred)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, hard), hard))
+    try:
+        held = list(ferry.DataLoader(wd.Tensors(10_000), batch_size=1, num_workers=2))
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert len(held) == 10_000
     for i, (a, b, c) in enumerate(held):
         assert a.tolist() == [[i] * 4] and b.item() == i and c.tolist() == [[i, i + 1, i + 2]]
 
