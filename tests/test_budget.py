@@ -98,10 +98,30 @@ def test_a_pinned_slot_beyond_the_budget_fails_clearly(device):
 
 
 @pytest.mark.needs_cuda
-@pytest.mark.parametrize("num_workers", [0, 2])
-def test_device_staging_within_the_budget(num_workers):
-    ds = TensorDataset(torch.randint(0, 256, (512, 3, 32, 32), dtype=torch.uint8))
-    loader = ferry.DataLoader(ds, batch_size=64, num_workers=num_workers, device="cuda",
+@pytest.mark.parametrize("native", [True, False])
+def test_device_staging_within_the_budget(native):
+    images = torch.randint(0, 256, (512, 3, 32, 32), dtype=torch.uint8)
+    ds = TensorDataset(images) if native else PyImages(images)
+    loader = ferry.DataLoader(ds, batch_size=64, num_workers=2, device="cuda",
                               memory_budget=64 << 20)
     got = torch.cat([b[0].cpu() for b in loader])
-    assert torch.equal(got, ds.tensors[0])
+    assert torch.equal(got, images)
+
+
+class PyImages(Dataset):
+    """The same images through Python __getitem__ (worker processes, staged copies)."""
+
+    def __init__(self, images):
+        self.images = images
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return (self.images[i],)
+
+
+def test_a_budget_smaller_than_the_number_of_workers_still_limits():
+    loader = ferry.DataLoader(Images(), batch_size=16, num_workers=2, memory_budget=1)
+    with pytest.raises(RuntimeError, match="memory budget is exhausted"):
+        list(loader)

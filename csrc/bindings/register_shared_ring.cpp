@@ -18,7 +18,8 @@ void register_shared_ring(py::module_& m) {
       m, "SharedRing", "A worker's ring of batch slots in shared memory (a memfd).")
       .def_static("create", &SharedRingMapping::create, py::arg("fd"), py::arg("offset"),
                   py::arg("slot_bytes"), py::arg("nslots"))
-      .def_static("attach", &SharedRingMapping::attach, py::arg("fd"), py::arg("offset"))
+      .def_static("attach", &SharedRingMapping::attach, py::arg("fd"), py::arg("offset"),
+                  py::arg("budget") = py::none())
       .def_property_readonly("slot_bytes",
                              [](SharedRingMapping& r) { return r.ring().slot_bytes(); })
       .def_property_readonly("nslots", [](SharedRingMapping& r) { return r.ring().nslots(); })

@@ -29,6 +29,11 @@ void MemoryBudget::charge(uint64_t bytes, MemoryKind kind, const std::string& wh
   count_process_memory(kind, static_cast<int64_t>(bytes));
 }
 
+const std::shared_ptr<MemoryBudget>& MemoryBudget::unlimited() {
+  static const auto* budget = new std::shared_ptr<MemoryBudget>(std::make_shared<MemoryBudget>(0));
+  return *budget;  // leaked on purpose: charges may be refunded during static destruction
+}
+
 void MemoryBudget::refund(uint64_t bytes, MemoryKind kind) noexcept {
   used_.fetch_sub(bytes, std::memory_order_relaxed);
   count_process_memory(kind, -static_cast<int64_t>(bytes));

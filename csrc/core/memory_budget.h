@@ -26,6 +26,9 @@ class MemoryBudget {
   uint64_t limit() const { return limit_; }
   uint64_t used() const { return used_.load(std::memory_order_relaxed); }
 
+  // One process-wide budget without a limit, for allocations no loader limits.
+  static const std::shared_ptr<MemoryBudget>& unlimited();
+
  private:
   const uint64_t limit_;
   std::atomic<uint64_t> used_{0};

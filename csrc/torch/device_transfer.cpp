@@ -1,5 +1,6 @@
 #include "device_transfer.h"
 
+#include <c10/core/DeviceGuard.h>
 #include <c10/core/StreamGuard.h>
 
 #include "../core/check.h"
@@ -34,6 +35,10 @@ DeviceTransfer::Copy DeviceTransfer::start(const std::vector<at::Tensor>& host) 
 }
 
 std::vector<at::Tensor> DeviceTransfer::hand_over(Copy copy) const {
+  // The event's calls switch to its device and back to the thread's current one with a
+  // checked set-device, which would create a context on a device the process never used;
+  // a guard on our device makes that a no-op and restores without creating one.
+  c10::DeviceGuard on_device(device_);
   const c10::Stream consumer = guard_.getStream(device_);
   copy.done->block(consumer);
   for (const at::Tensor& t : copy.outputs) t.record_stream(consumer);

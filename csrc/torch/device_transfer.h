@@ -26,7 +26,12 @@ class DeviceTransfer {
 
   // Enqueues non-blocking copies of `host` (page-locked CPU tensors) to the device. The
   // host memory must stay untouched until `done` completed (see TensorBuffer::keep_until).
+  // The calling thread's current device is restored afterwards.
   Copy start(const std::vector<at::Tensor>& host) const;
+
+  // Makes the device the calling thread's current one for good: for ferry's own producer
+  // threads, whose later event queries and releases then never touch another device.
+  void adopt_device() const { guard_.setDevice(device_); }
 
   // Makes the calling thread's current stream on the device wait for the copies, and
   // records the outputs on it so that the caching allocator does not hand their memory

@@ -24,6 +24,7 @@ GatherLoader::GatherLoader(IndexPlan plan, std::vector<std::vector<StridedArray>
     step = [this](Batch& batch) {
       auto copy = std::make_shared<DeviceTransfer::Copy>();
       try {
+        transfer_->adopt_device();  // a gather thread: ours
         *copy = transfer_->start(column_views(batch));
       } catch (const std::exception& e) {
         FERRY_FAIL("copying the batch to ", transfer_->device(), " failed: ", e.what());
@@ -63,13 +64,15 @@ DeliveredBatch GatherLoader::deliver(Batch batch) {
                      std::move(batch.error), batch.gather_seconds, batch.transfer_seconds};
   if (batch.buffer) {
     if (batch.transfer) {
+      // The slot stays in use until its copy completed (keep_until), whatever follows.
+      pipeline_->release(batch);
       auto copy = std::static_pointer_cast<DeviceTransfer::Copy>(batch.transfer);
       out.columns = transfer_->hand_over(std::move(*copy));
     } else {
-      // The views now hold the storage: the slot stays in use until they die.
+      // The views hold the storage: the slot stays in use until they die.
       out.columns = column_views(batch);
+      pipeline_->release(batch);
     }
-    pipeline_->release(batch);  // still in use while viewed or copied from
   }
   return out;
 }

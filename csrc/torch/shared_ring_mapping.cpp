@@ -8,7 +8,6 @@
 #include <cstring>
 
 #include "../core/check.h"
-#include "../core/memory_budget.h"
 
 namespace ferry {
 namespace {
@@ -65,10 +64,9 @@ void* SharedRingMapping::map(int fd, size_t offset, size_t bytes) {
   return base;
 }
 
-SharedRingMapping::SharedRingMapping(void* base, size_t bytes, SharedRingView ring)
-    : base_(base), bytes_(bytes), ring_(ring), owner_pid_(::getpid()) {
-  count_process_memory(MemoryKind::kShared, static_cast<int64_t>(bytes_));
-}
+SharedRingMapping::SharedRingMapping(void* base, size_t bytes, SharedRingView ring,
+                                     std::unique_ptr<BudgetCharge> charge)
+    : base_(base), bytes_(bytes), ring_(ring), owner_pid_(::getpid()), charge_(std::move(charge)) {}
 
 bool SharedRingMapping::mapped_here() const { return ::getpid() == owner_pid_; }
 
@@ -91,12 +89,16 @@ std::shared_ptr<SharedRingMapping> SharedRingMapping::create(int fd, size_t offs
                 "sizing the shared ring file to ", offset + bytes, " bytes failed: ",
                 std::strerror(errno));
   }
+  auto charge = std::make_unique<BudgetCharge>(MemoryBudget::unlimited(), bytes,
+                                               MemoryKind::kShared, "a shared ring");
   void* base = map(fd, offset, bytes);
   SharedRingView ring = SharedRingView::init(base, slot_bytes, nslots);
-  return std::shared_ptr<SharedRingMapping>(new SharedRingMapping(base, bytes, ring));
+  return std::shared_ptr<SharedRingMapping>(
+      new SharedRingMapping(base, bytes, ring, std::move(charge)));
 }
 
-std::shared_ptr<SharedRingMapping> SharedRingMapping::attach(int fd, size_t offset) {
+std::shared_ptr<SharedRingMapping> SharedRingMapping::attach(
+    int fd, size_t offset, const std::shared_ptr<MemoryBudget>& budget) {
   struct stat st;
   FERRY_CHECK(::fstat(fd, &st) == 0, "fstat of shared ring failed: ", std::strerror(errno));
   const size_t file_bytes = static_cast<size_t>(st.st_size);
@@ -113,10 +115,13 @@ std::shared_ptr<SharedRingMapping> SharedRingMapping::attach(int fd, size_t offs
     throw;
   }
   ::munmap(head, SharedRingView::kHeaderBytes);
+  auto charge = std::make_unique<BudgetCharge>(budget ? budget : MemoryBudget::unlimited(), bytes,
+                                               MemoryKind::kShared, "a worker's shared ring");
   void* base = map(fd, offset, bytes);
   try {
     SharedRingView ring = SharedRingView::attach(base, bytes);
-    return std::shared_ptr<SharedRingMapping>(new SharedRingMapping(base, bytes, ring));
+    return std::shared_ptr<SharedRingMapping>(
+        new SharedRingMapping(base, bytes, ring, std::move(charge)));
   } catch (...) {
     ::munmap(base, bytes);
     throw;
@@ -124,7 +129,6 @@ std::shared_ptr<SharedRingMapping> SharedRingMapping::attach(int fd, size_t offs
 }
 
 SharedRingMapping::~SharedRingMapping() {
-  count_process_memory(MemoryKind::kShared, -static_cast<int64_t>(bytes_));
   if (mapped_here()) ::munmap(base_, bytes_);
 }
 

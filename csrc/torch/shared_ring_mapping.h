@@ -13,6 +13,7 @@
 #include <memory>
 #include <vector>
 
+#include "../core/memory_budget.h"
 #include "../core/shared_ring.h"
 
 namespace ferry {
@@ -31,8 +32,10 @@ class SharedRingMapping : public std::enable_shared_from_this<SharedRingMapping>
   // further along the same file; earlier rings stay valid.
   static std::shared_ptr<SharedRingMapping> create(int fd, size_t offset, size_t slot_bytes,
                                                    uint32_t nslots);
-  // Maps the ring another process created at `offset` of the file behind `fd`.
-  static std::shared_ptr<SharedRingMapping> attach(int fd, size_t offset);
+  // Maps the ring another process created at `offset` of the file behind `fd`, charged to
+  // `budget` (when given) while mapped.
+  static std::shared_ptr<SharedRingMapping> attach(
+      int fd, size_t offset, const std::shared_ptr<MemoryBudget>& budget = nullptr);
   ~SharedRingMapping();
 
   SharedRingMapping(const SharedRingMapping&) = delete;
@@ -54,13 +57,15 @@ class SharedRingMapping : public std::enable_shared_from_this<SharedRingMapping>
                                bool pinned = false);
 
  private:
-  SharedRingMapping(void* base, size_t bytes, SharedRingView ring);
+  SharedRingMapping(void* base, size_t bytes, SharedRingView ring,
+                    std::unique_ptr<BudgetCharge> charge);
   static void* map(int fd, size_t offset, size_t bytes);
 
   void* base_;
   size_t bytes_;
   SharedRingView ring_;
   pid_t owner_pid_;  // the process that mapped it
+  std::unique_ptr<BudgetCharge> charge_;  // counts the mapping (budget, process total)
 };
 
 }  // namespace ferry

@@ -1,5 +1,7 @@
 #include "staged_copy.h"
 
+#include <c10/core/DeviceGuard.h>
+
 #include "../core/check.h"
 #include "tensor_buffer.h"
 
@@ -15,6 +17,9 @@ StagedCopy::StagedCopy(c10::Device device, size_t slots, std::shared_ptr<MemoryB
           slots, tensor_buffer_factory(/*pinned=*/true, std::move(budget)))) {}
 
 std::vector<at::Tensor> StagedCopy::to_device(const std::vector<at::Tensor>& host) {
+  // Events of earlier copies are released in here (acquire() asks slots whether they are
+  // in use): on our device, not on whatever device the consumer's thread has current.
+  c10::DeviceGuard on_device(transfer_.device());
   for (const at::Tensor& t : host) {
     FERRY_CHECK(t.device().is_cpu() && t.layout() == at::kStrided,
                 "only strided CPU tensors are staged for a device copy");

@@ -9,8 +9,10 @@ path.
 
 from __future__ import annotations
 
+import copy
 import os
 import weakref
+from collections.abc import Mapping, MutableMapping, MutableSequence, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -293,34 +295,59 @@ class NativeIter(Resumable, _BaseDataLoaderIter):
 
 def map_tensors(data: Any, fn: Any) -> Any:
     """`data` with its tensors replaced by ``fn(list of all its tensors)`` (a list in the
-    same order), keeping the nesting of dicts, lists, tuples and namedtuples."""
+    same order), rebuilt the way torch's pin_memory rebuilds a batch: mappings and
+    sequences keep their types where they can, namedtuples stay namedtuples, strings and
+    other objects are left as they are."""
     tensors: list[torch.Tensor] = []
     _collect(data, tensors)
     if not tensors:
         return data
-    return _rebuild(data, iter(fn(tensors)))
+    new = iter(fn(tensors))
+    return _rebuild(data, lambda _: next(new))
 
 
 def _collect(data: Any, out: list[torch.Tensor]) -> None:
     if isinstance(data, torch.Tensor):
         out.append(data)
-    elif isinstance(data, dict):
+    elif isinstance(data, (str, bytes)):
+        return
+    elif isinstance(data, Mapping):
         for v in data.values():
             _collect(v, out)
-    elif isinstance(data, (list, tuple)):
+    elif isinstance(data, (tuple, Sequence)):
         for v in data:
             _collect(v, out)
 
 
-def _rebuild(data: Any, new: Any) -> Any:
+def _rebuild(data: Any, leaf: Any) -> Any:
     if isinstance(data, torch.Tensor):
-        return next(new)
-    if isinstance(data, dict):
-        return type(data)({k: _rebuild(v, new) for k, v in data.items()})
-    if isinstance(data, tuple) and hasattr(data, "_fields"):
-        return type(data)(*(_rebuild(v, new) for v in data))
-    if isinstance(data, (list, tuple)):
-        return type(data)(_rebuild(v, new) for v in data)
+        return leaf(data)
+    if isinstance(data, (str, bytes)):
+        return data
+    if isinstance(data, Mapping):
+        items = {k: _rebuild(v, leaf) for k, v in data.items()}
+        try:
+            if isinstance(data, MutableMapping):  # may carry more than its items
+                clone = copy.copy(data)
+                clone.update(items)
+                return clone
+            return type(data)(items)
+        except TypeError:  # no copy/update, or no constructor from a dict
+            return items
+    if isinstance(data, tuple):
+        parts = [_rebuild(v, leaf) for v in data]
+        return type(data)(*parts) if hasattr(data, "_fields") else type(data)(parts)
+    if isinstance(data, Sequence):
+        parts = [_rebuild(v, leaf) for v in data]
+        try:
+            if isinstance(data, MutableSequence):
+                clone = copy.copy(data)
+                for i, part in enumerate(parts):
+                    clone[i] = part
+                return clone
+            return type(data)(parts)
+        except TypeError:  # range and the like
+            return parts
     return data
 
 

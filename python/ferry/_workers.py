@@ -41,6 +41,7 @@ from torch.utils.data._utils.collate import (
     default_collate,
     default_collate_fn_map,
 )
+from torch.utils.data._utils.pin_memory import pin_memory
 from torch.utils.data._utils.worker import _IterableDatasetStopIteration
 from torch.utils.data.dataloader import _DatasetKind, _MultiProcessingDataLoaderIter
 
@@ -441,9 +442,10 @@ class WorkerIter(Resumable, _MultiProcessingDataLoaderIter):
     last_fetch_s: float | None = None
     last_collate_s: float | None = None
 
-    def __init__(self, loader: Any) -> None:
+    def __init__(self, loader: Any, budget: Any = None) -> None:
         C = _ext.load()
         n = loader.num_workers
+        self._budget = budget  # the rings mapped here are charged to it
         self._init_resume(loader)
         resume = self._resume or {}
         self._worker_states = resume.get("workers") or [None] * n
@@ -463,7 +465,7 @@ class WorkerIter(Resumable, _MultiProcessingDataLoaderIter):
         self.copied_batches = 0  # batches copied out of their slot (the user held many)
         self._last_index: Any = None
         batch_size = loader.batch_size if loader.batch_sampler is not None else None
-        share = (loader.memory_budget or 0) // n
+        share = max(1, loader.memory_budget // n) if loader.memory_budget else 0
         collate_fn = RingCollate(loader.collate_fn, self._ring_fds, nslots, batch_size, share)
         self._resume_ended = set(resume.get("ended_workers") or ())
         self._end_states: dict[int, Any] = {}  # worker -> its _EndedWithState this epoch
@@ -536,6 +538,8 @@ class WorkerIter(Resumable, _MultiProcessingDataLoaderIter):
             if not self._in_order:
                 self._yielded_task = data.task
             data = self._unpack(data, pinned=self._pin_batches)
+            if self._pin_batches:  # custom batch types' own pin_memory(), as torch calls it
+                data = pin_memory(data, self._pin_memory_device)
         return data
 
     def _note_batch(self, packed: Packed) -> None:
@@ -604,7 +608,7 @@ class WorkerIter(Resumable, _MultiProcessingDataLoaderIter):
     def _ring(self, worker: int, offset: int) -> Any:
         ring = self._rings.get((worker, offset))
         if ring is None:
-            ring = _ext.load().SharedRing.attach(self._ring_fds[worker], offset)
+            ring = _ext.load().SharedRing.attach(self._ring_fds[worker], offset, self._budget)
             self._rings[(worker, offset)] = ring
         return ring
 

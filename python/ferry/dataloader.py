@@ -61,8 +61,9 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
             of batches. Call :meth:`set_epoch` before each epoch to reshuffle.
         memory_budget: the most page-locked and shared memory, in bytes, an iterator of
             this loader may hold at once for batches on their way: the shared-memory
-            rings of worker processes (each worker gets an equal share) and the
-            page-locked staging slots of ``pin_memory`` and ``device``. An allocation
+            rings of worker processes (together; each worker also checks an equal share
+            before it makes a ring) and the page-locked staging slots of ``pin_memory``
+            and ``device``. An allocation
             beyond it raises RuntimeError saying what was asked, what is in use and the
             limit, rather than growing. Batches already handed over are the user's
             memory, as with torch. ``None`` (the default): no limit beyond what the
@@ -301,7 +302,7 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
             iterator = _threads.ThreadIter(self)
         elif self.num_workers > 0:
             self.check_worker_number_rationality()
-            iterator = _workers.WorkerIter(self)
+            iterator = _workers.WorkerIter(self, budget)
         else:
             iterator = _SingleIter(self)
         if self.device is not None and self.device.type != "cpu":
