@@ -97,8 +97,14 @@ void register_gather(py::module_& m) {
                auto t = c.cast<py::tuple>();
                specs.push_back({as_dtype(t[0]), t[1].cast<std::vector<int64_t>>()});
              }
-             GatherOptions opts{num_threads, max_in_flight, pinned, in_order,
-                                unbatched,   device,        std::move(budget)};
+             GatherOptions opts;
+             opts.num_threads = num_threads;
+             opts.max_in_flight = max_in_flight;
+             opts.pinned = pinned;
+             opts.in_order = in_order;
+             opts.unbatched = unbatched;
+             opts.device = device;
+             opts.budget = std::move(budget);
              return std::make_unique<GatherLoader>(std::move(plan), std::move(arrays),
                                                    std::move(specs), opts);
            }),

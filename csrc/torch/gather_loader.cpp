@@ -60,8 +60,13 @@ std::vector<at::Tensor> GatherLoader::column_views(const Batch& batch) const {
 }
 
 DeliveredBatch GatherLoader::deliver(Batch batch) {
-  DeliveredBatch out{batch.seq,   std::move(batch.indices), {}, batch.rejected_position,
-                     std::move(batch.error), batch.gather_seconds, batch.transfer_seconds};
+  DeliveredBatch out{batch.seq,
+                     std::move(batch.indices),
+                     {},
+                     batch.rejected_position,
+                     std::move(batch.error),
+                     batch.gather_seconds,
+                     batch.transfer_seconds};
   if (batch.buffer) {
     if (batch.transfer) {
       // The slot stays in use until its copy completed (keep_until), whatever follows.
