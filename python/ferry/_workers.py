@@ -538,8 +538,8 @@ class WorkerIter(Resumable, _MultiProcessingDataLoaderIter):
             if not self._in_order:
                 self._yielded_task = data.task
             data = self._unpack(data, pinned=self._pin_batches)
-            if self._pin_batches:  # custom batch types' own pin_memory(), as torch calls it
-                data = pin_memory(data, self._pin_memory_device)
+            if self._pin_batches:  # the rest as torch pins it: tensors pickled by value,
+                data = pin_memory(data, self._pin_memory_device)  # custom pin_memory()
         return data
 
     def _note_batch(self, packed: Packed) -> None:
@@ -589,7 +589,8 @@ class WorkerIter(Resumable, _MultiProcessingDataLoaderIter):
 
     def _unpack(self, packed: Packed, pinned: bool = False) -> Any:
         """The batch, its tensors views of its slot or (when the user already holds
-        several, or `pinned`) copies; pinned: page-locked, as torch's pin_memory makes."""
+        several, or `pinned`) copies; pinned: the copies page-locked (tensors pickled by
+        value are pinned by the pin_memory walk that follows)."""
         tensors: list[torch.Tensor] = []
         if packed.slot >= 0:
             ring = self._ring(packed.worker, packed.ring_offset)
@@ -601,8 +602,6 @@ class WorkerIter(Resumable, _MultiProcessingDataLoaderIter):
                        for r in packed.tensors]
         else:
             tensors = [pickle.loads(r) for r in packed.tensors]
-        if pinned:  # those pickled by value
-            tensors = [t if t.is_pinned() else t.pin_memory() for t in tensors]
         return _TensorsFromList(io.BytesIO(packed.payload), tensors).load()
 
     def _ring(self, worker: int, offset: int) -> Any:
