@@ -4,6 +4,7 @@ and the progress line shown while a workload runs."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import platform
 import resource
@@ -14,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 import numpy as np
 import torch
@@ -32,6 +33,27 @@ class Config:
     run: Callable[[], Any]
     warm_up: Callable[[], object]
     note: str = ""
+
+
+R = TypeVar("R")
+
+
+def measure(configs: Sequence[Config], repeats: int, progress: Progress,
+            row: Callable[[str, str, str], R]) -> list[R]:
+    """Warm-up for each config, then `repeats` rounds, configs interleaved in each; the
+    progress line steps between passes, outside the timed regions. `row(name, kind, note)`
+    makes each config's row, whose `runs` list gets one entry per measured pass."""
+    rows = [row(c.name, c.kind, c.note) for c in configs]
+    progress.add(len(configs) * (1 + repeats))
+    for cfg in configs:
+        progress.step(f"{cfg.name}, warm-up")
+        cfg.warm_up()
+    for r in range(repeats):
+        for cfg, one in zip(configs, rows, strict=True):
+            progress.step(f"{cfg.name}, run {r + 1}/{repeats}")
+            gc.collect()
+            one.runs.append(cfg.run())  # type: ignore[attr-defined]
+    return rows
 
 
 def machine_info() -> dict[str, Any]:

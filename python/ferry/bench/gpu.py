@@ -21,7 +21,6 @@ machine without a GPU exercises it; those figures mean nothing.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import signal
@@ -41,7 +40,7 @@ from torch.utils.data import TensorDataset
 
 import ferry
 
-from .common import Config, Progress, loadavg, machine_info
+from .common import Config, Progress, loadavg, machine_info, measure
 from .native import random_images
 
 WORKLOADS = ("H2D", "TRAIN")
@@ -164,22 +163,6 @@ class Row:
     @property
     def paths(self) -> list[str]:
         return sorted({r.path for r in self.runs if r.path})
-
-
-def measure(configs: Sequence[Config], repeats: int, progress: Progress) -> list[Row]:
-    """Warm-up for each config, then `repeats` rounds, configs interleaved in each; the
-    progress line steps between passes, outside the timed regions."""
-    rows = [Row(c.name, c.kind, c.note) for c in configs]
-    progress.add(len(configs) * (1 + repeats))
-    for cfg in configs:
-        progress.step(f"{cfg.name}, warm-up")
-        cfg.warm_up()
-    for r in range(repeats):
-        for cfg, row in zip(configs, rows, strict=True):
-            progress.step(f"{cfg.name}, run {r + 1}/{repeats}")
-            gc.collect()
-            row.runs.append(cfg.run())
-    return rows
 
 
 Batch = Sequence[Tensor]
@@ -526,7 +509,7 @@ TITLES = {"H2D": h2d_title, "TRAIN": train_title}
 
 def run_h2d(settings: Settings, device: torch.device) -> WorkloadResult:
     with Progress("H2D") as progress:
-        rows = measure(h2d_configs(settings, device), settings.repeats, progress)
+        rows = measure(h2d_configs(settings, device), settings.repeats, progress, Row)
     return WorkloadResult(
         "H2D",
         h2d_title(settings),
@@ -543,7 +526,7 @@ def run_h2d(settings: Settings, device: torch.device) -> WorkloadResult:
 
 def run_train(settings: Settings, device: torch.device) -> WorkloadResult:
     with Progress("TRAIN") as progress:
-        rows = measure(train_configs(settings, device), settings.repeats, progress)
+        rows = measure(train_configs(settings, device), settings.repeats, progress, Row)
     return WorkloadResult(
         "TRAIN",
         train_title(settings),

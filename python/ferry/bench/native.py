@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
 import json
 import os
 import shutil
@@ -39,7 +38,7 @@ from torch.utils.data import DataLoader as TorchDataLoader
 
 import ferry
 
-from .common import Config, Progress, loadavg, machine_info
+from .common import Config, Progress, loadavg, machine_info, measure
 
 IMAGE_SHAPE = (3, 32, 32)
 W1_GOAL_VS_TORCH = 25.0
@@ -167,22 +166,6 @@ def in_threads(n: int, fn: Callable[[], Timing]) -> Callable[[], Timing]:
             return fn()
 
     return run
-
-
-def measure(configs: Sequence[Config], repeats: int, progress: Progress) -> list[Row]:
-    """Warm-up for each config, then `repeats` rounds, configs interleaved in each; the
-    progress line steps between passes, outside the timed regions."""
-    rows = [Row(c.name, c.kind, c.note) for c in configs]
-    progress.add(len(configs) * (1 + repeats))
-    for cfg in configs:
-        progress.step(f"{cfg.name}, warm-up")
-        cfg.warm_up()
-    for r in range(repeats):
-        for cfg, row in zip(configs, rows, strict=True):
-            progress.step(f"{cfg.name}, run {r + 1}/{repeats}")
-            gc.collect()
-            row.runs.append(cfg.run())
-    return rows
 
 
 def loader_config(
@@ -573,7 +556,7 @@ def to_json(res: WorkloadResult, summary: dict[str, Any]) -> dict[str, Any]:
 def run_w1(settings: Settings) -> WorkloadResult:
     n = settings.w1_images
     with Progress("W1") as progress:
-        rows = measure(w1_configs(settings), settings.repeats, progress)
+        rows = measure(w1_configs(settings), settings.repeats, progress, Row)
     return WorkloadResult(
         "W1",
         f"TensorDataset, {n:,} uint8 {'x'.join(map(str, IMAGE_SHAPE))} images + int64 labels, "
@@ -601,7 +584,7 @@ def run_w3(settings: Settings) -> WorkloadResult:
         size_gb = (images_path.stat().st_size + labels_path.stat().st_size) / 1e9
         # The configs (and their memory maps) die here, before the files are deleted.
         configs = w3_configs(settings, images_path, labels_path)
-        rows = measure(configs, settings.repeats, progress)
+        rows = measure(configs, settings.repeats, progress, Row)
         del configs
     return WorkloadResult(
         "W3",

@@ -49,7 +49,7 @@ from torch.utils.data import Dataset
 
 import ferry
 
-from .common import Config, Progress, loadavg, machine_info
+from .common import Config, Progress, loadavg, machine_info, measure
 
 IMAGE_SHAPE = (3, 40, 40)
 CROP = 32
@@ -216,22 +216,6 @@ def time_epoch(loader: Iterable[Any], max_batches: int | None) -> Run:
     return Run(samples, elapsed, path)
 
 
-def measure(configs: Sequence[Config], repeats: int, progress: Progress) -> list[Row]:
-    """Warm-up for each config, then `repeats` rounds, configs interleaved in each; the
-    progress line steps between passes, outside the timed regions."""
-    rows = [Row(c.name, c.kind, c.note) for c in configs]
-    progress.add(len(configs) * (1 + repeats))
-    for cfg in configs:
-        progress.step(f"{cfg.name}, warm-up")
-        cfg.warm_up()
-    for r in range(repeats):
-        for cfg, row in zip(configs, rows, strict=True):
-            progress.step(f"{cfg.name}, run {r + 1}/{repeats}")
-            gc.collect()
-            row.runs.append(cfg.run())
-    return rows
-
-
 # ---------------------------------------------------------------- what else happened
 
 
@@ -390,7 +374,7 @@ class WorkloadResult:
 def run_throughput(name: str, dataset: RandomCrops, settings: Settings) -> WorkloadResult:
     with Progress(name) as progress, watching() as watch:
         # watching()'s gc pass stops the persistent loaders' workers
-        rows = measure(throughput_configs(dataset, settings), settings.repeats, progress)
+        rows = measure(throughput_configs(dataset, settings), settings.repeats, progress, Row)
     n = len(dataset)
     sample = "(tensor, int)" if name == "W2" else '{"image", "label", "id": "img-<i>"}'
     return WorkloadResult(
@@ -440,7 +424,7 @@ def run_ttfb(dataset: RandomCrops, settings: Settings) -> WorkloadResult:
         for cls in (TorchDataLoader, ferry.DataLoader)
     ]
     with Progress("TTFB") as progress, watching() as watch:
-        rows = measure(configs, settings.tries, progress)
+        rows = measure(configs, settings.tries, progress, Row)
     return WorkloadResult(
         "TTFB",
         f"time to first batch, 2 workers, the W2 dataset, batch_size {settings.batch_size}",
