@@ -23,7 +23,9 @@ void register_device(py::module_& m) {
                              [](const StagedCopy& s) { return copy_stream_of(s.transfer()); })
       .def_property_readonly("ring_slots", [](const StagedCopy& s) { return s.ring().slots(); })
       .def_property_readonly("ring_untracked_allocations",
-                             [](const StagedCopy& s) { return s.ring().untracked_allocations(); });
+                             [](const StagedCopy& s) { return s.ring().untracked_allocations(); })
+      .def_property_readonly("ring_copy_waits",
+                             [](const StagedCopy& s) { return s.ring().copy_waits(); });
 }
 
 }  // namespace ferry

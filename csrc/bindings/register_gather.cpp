@@ -173,7 +173,9 @@ void register_gather(py::module_& m) {
       .def_property_readonly("ring_slots", [](const GatherLoader& g) { return g.ring().slots(); })
       .def_property_readonly("ring_bytes", [](const GatherLoader& g) { return g.ring().bytes(); })
       .def_property_readonly("ring_untracked_allocations",
-                             [](const GatherLoader& g) { return g.ring().untracked_allocations(); });
+                             [](const GatherLoader& g) { return g.ring().untracked_allocations(); })
+      .def_property_readonly("ring_copy_waits",
+                             [](const GatherLoader& g) { return g.ring().copy_waits(); });
 }
 
 }  // namespace ferry

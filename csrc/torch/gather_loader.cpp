@@ -36,11 +36,13 @@ GatherLoader::GatherLoader(IndexPlan plan, std::vector<std::vector<StridedArray>
   // Pinned batches for the user are handed over as they are, and the user may copy them
   // to a device with non_blocking=True: torch's host allocator only makes that safe for
   // blocks it reuses itself, so such slots are fresh from it each time (it caches them).
-  // Slots whose batches go to a device never reach the user and are reused.
+  // Slots whose batches go to a device never reach the user and are reused; when the
+  // device lags, the gather threads wait for its copies rather than pinning more memory.
   const bool user_sees_pinned_slots = options_.pinned && !transfer_;
   const size_t capacity = user_sees_pinned_slots ? 0 : options_.max_in_flight + 2;
-  ring_ = std::make_shared<StagingRing>(capacity,
-                                       tensor_buffer_factory(options_.pinned, options_.budget));
+  ring_ = std::make_shared<StagingRing>(
+      capacity, tensor_buffer_factory(options_.pinned, options_.budget),
+      transfer_ ? StagingRing::WhenFull::kWait : StagingRing::WhenFull::kAllocate);
   pipeline_ = std::make_unique<GatherPipeline>(std::move(plan), std::move(leaves),
                                                options_.num_threads, options_.max_in_flight,
                                                ring_, options_.in_order, std::move(step));

@@ -9,12 +9,23 @@ namespace ferry {
 namespace {
 constexpr int64_t kAlign = 64;
 int64_t align_up(int64_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+
+// `t`'s staging place in `buffer`, laid out as torch's t.to(device) lays out its result
+// (preserve_format: t's own strides when it is dense and non-overlapping, such as
+// channels_last or a permutation, else contiguous in its suggested memory format), so
+// that the device tensor copied from it has the strides torch's would have. Either way
+// it spans t.numel() items.
+at::Tensor staging_view(TensorBuffer& buffer, int64_t byte_offset, const at::Tensor& t) {
+  const at::Tensor layout = at::empty_like(t, t.options().device(at::kMeta));
+  return buffer.view(byte_offset, t.scalar_type(), layout.sizes(), layout.strides());
+}
 }  // namespace
 
 StagedCopy::StagedCopy(c10::Device device, size_t slots, std::shared_ptr<MemoryBudget> budget)
     : transfer_(device),
       ring_(std::make_shared<StagingRing>(
-          slots, tensor_buffer_factory(/*pinned=*/true, std::move(budget)))) {}
+          slots, tensor_buffer_factory(/*pinned=*/true, std::move(budget)),
+          StagingRing::WhenFull::kWait)) {}
 
 std::vector<at::Tensor> StagedCopy::to_device(const std::vector<at::Tensor>& host) {
   // Events of earlier copies are released in here (acquire() asks slots whether they are
@@ -42,7 +53,7 @@ std::vector<at::Tensor> StagedCopy::to_device(const std::vector<at::Tensor>& hos
     std::vector<at::Tensor> staged;
     staged.reserve(host.size());
     for (size_t i = 0; i < host.size(); ++i) {
-      staged.push_back(buffer.view(offsets[i], host[i].scalar_type(), host[i].sizes()));
+      staged.push_back(staging_view(buffer, offsets[i], host[i]));
       staged.back().copy_(host[i]);
     }
     copy = transfer_.start(staged);

@@ -18,8 +18,8 @@ namespace ferry {
 
 class StagedCopy {
  public:
-  // `slots`: page-locked slots reused round the ring; more batches in flight than that
-  // (their copies not yet complete) take fresh memory from torch's pinned allocator.
+  // `slots`: page-locked slots reused round the ring; with every slot's copy still
+  // running, to_device() waits for the oldest to complete.
   StagedCopy(c10::Device device, size_t slots, std::shared_ptr<MemoryBudget> budget = nullptr);
 
   // The tensors on the device, ready on the calling thread's current stream.

@@ -30,21 +30,36 @@ bool TensorBuffer::in_use() const {
   return views_.load(std::memory_order_acquire) > 0;
 }
 
+bool TensorBuffer::wait_for_copies() {
+  std::shared_ptr<const c10::Event> pending;
+  {
+    std::lock_guard<std::mutex> lock(copy_mutex_);
+    pending = copy_done_;
+  }
+  if (pending) pending->synchronize();  // outside the lock: in_use() stays prompt
+  return true;
+}
+
 void TensorBuffer::keep_until(std::shared_ptr<const c10::Event> copy_done) {
   std::lock_guard<std::mutex> lock(copy_mutex_);
   copy_done_ = std::move(copy_done);
 }
 
-at::Tensor TensorBuffer::view(int64_t byte_offset, at::ScalarType dtype,
-                              at::IntArrayRef sizes) {
+at::Tensor TensorBuffer::view(int64_t byte_offset, at::ScalarType dtype, at::IntArrayRef sizes,
+                              at::IntArrayRef given_strides) {
   const int64_t itemsize = static_cast<int64_t>(c10::elementSize(dtype));
   FERRY_CHECK(byte_offset % itemsize == 0, "column offset ", byte_offset,
               " is not aligned to its item size ", itemsize);
-  std::vector<int64_t> strides(sizes.size());
-  int64_t stride = 1;
-  for (size_t d = sizes.size(); d-- > 0;) {
-    strides[d] = stride;
-    stride *= sizes[d];
+  FERRY_CHECK(given_strides.empty() || given_strides.size() == sizes.size(),
+              "a view needs one stride per dimension");
+  std::vector<int64_t> strides(given_strides.begin(), given_strides.end());
+  if (strides.empty()) {
+    strides.resize(sizes.size());
+    int64_t stride = 1;
+    for (size_t d = sizes.size(); d-- > 0;) {
+      strides[d] = stride;
+      stride *= sizes[d];
+    }
   }
   if (pinned_) {
     return at::empty({0}, tensor_.options().dtype(dtype).pinned_memory(false))

@@ -32,10 +32,12 @@ class TensorBuffer final : public Buffer, public std::enable_shared_from_this<Te
   uint8_t* data() override { return tensor_.data_ptr<uint8_t>(); }
   size_t size() const override { return static_cast<size_t>(tensor_.numel()); }
   bool in_use() const override;
+  bool wait_for_copies() override;  // synchronises with keep_until's copy, if any
 
-  // A tensor of `dtype` and `sizes` (C-contiguous) over the bytes at `byte_offset`.
-  // `byte_offset` must be a multiple of the item size.
-  at::Tensor view(int64_t byte_offset, at::ScalarType dtype, at::IntArrayRef sizes);
+  // A tensor of `dtype`, `sizes` and `strides` (C-contiguous when none are given) over the
+  // bytes at `byte_offset`, which must be a multiple of the item size.
+  at::Tensor view(int64_t byte_offset, at::ScalarType dtype, at::IntArrayRef sizes,
+                  at::IntArrayRef strides = {});
 
   // Keeps the buffer in use until `copy_done` (an asynchronous copy out of it) completed.
   void keep_until(std::shared_ptr<const c10::Event> copy_done);

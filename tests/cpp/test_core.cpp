@@ -284,21 +284,41 @@ class Async {
   std::thread thread_;  // last: starts after done_ exists
 };
 
-// A Buffer whose in_use() the test controls: hold()/drop() stand for a user's views.
+// A Buffer whose in_use() the test controls: hold()/drop() stand for a user's views,
+// start_copy()/finish_copy() for an asynchronous copy out of it.
 class TestBuffer : public Buffer {
  public:
   TestBuffer(size_t nbytes, uint8_t fill) : bytes_(nbytes, fill) {}
   uint8_t* data() override { return bytes_.data(); }
   size_t size() const override { return bytes_.size(); }
-  bool in_use() const override { return users_.load(std::memory_order_acquire) > 0; }
+  bool in_use() const override {
+    return users_.load(std::memory_order_acquire) > 0 ||
+           copying_.load(std::memory_order_acquire);
+  }
   void hold() { users_.fetch_add(1, std::memory_order_relaxed); }
   void drop() { users_.fetch_sub(1, std::memory_order_release); }
+  void start_copy() { copying_.store(true, std::memory_order_relaxed); }
+  void finish_copy() {
+    {
+      std::lock_guard<std::mutex> lock(copy_mutex_);
+      copying_.store(false, std::memory_order_release);
+    }
+    copy_done_.notify_all();
+  }
+  bool wait_for_copies() override {
+    std::unique_lock<std::mutex> lock(copy_mutex_);
+    copy_done_.wait(lock, [&] { return !copying_.load(std::memory_order_acquire); });
+    return true;
+  }
   // Set while exactly one party may touch the bytes; catches double hand-outs.
   std::atomic<int> owner{0};
 
  private:
   std::vector<uint8_t> bytes_;
   std::atomic<int> users_{0};
+  std::atomic<bool> copying_{false};
+  std::mutex copy_mutex_;
+  std::condition_variable copy_done_;
 };
 
 TestBuffer* as_test_buffer(const std::shared_ptr<Buffer>& b) {
@@ -1530,6 +1550,97 @@ FERRY_TEST(ring_concurrent_claims_are_exclusive) {
   threads.clear();
   EXPECT_EQ(conflicts.load(), 0);
   EXPECT(ring->slots() <= 3u);
+}
+
+// kWait: with every slot released but its copy still running, acquire() waits for the
+// oldest slot's copy and reuses it, allocating nothing.
+FERRY_TEST(ring_wait_mode_waits_for_the_oldest_copy) {
+  auto f = std::make_shared<TestFactory>();
+  auto ring = std::make_shared<StagingRing>(2, factory_of(f), StagingRing::WhenFull::kWait);
+  auto first = ring->acquire(64), second = ring->acquire(64);
+  for (const auto& b : {first, second}) {
+    as_test_buffer(b)->start_copy();
+    ring->release(b.get());
+  }
+  std::shared_ptr<Buffer> got;
+  Async waiter([&] { got = ring->acquire(64); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT(!waiter.done(), ": acquire() returned while every slot's copy was running");
+  as_test_buffer(second)->finish_copy();  // not the one it waits for
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT(!waiter.done(), ": acquire() did not wait for the oldest copy");
+  as_test_buffer(first)->finish_copy();
+  REQUIRE(waiter.wait_done());
+  EXPECT(got == first || got == second);
+  EXPECT_EQ(ring->slots(), 2u);
+  EXPECT_EQ(ring->untracked_allocations(), 0u);
+  EXPECT_EQ(ring->copy_waits(), 1u);
+  EXPECT_EQ(f->calls.load(), 2);
+}
+
+// kWait never waits for what is not a copy (a user's view): it allocates around it, at
+// once, as kAllocate does.
+FERRY_TEST(ring_wait_mode_allocates_around_a_held_slot) {
+  auto f = std::make_shared<TestFactory>();
+  auto ring = std::make_shared<StagingRing>(1, factory_of(f), StagingRing::WhenFull::kWait);
+  auto held = ring->acquire(64);
+  as_test_buffer(held)->hold();
+  ring->release(held.get());
+  std::shared_ptr<Buffer> got;
+  Async taker([&] { got = ring->acquire(64); });
+  REQUIRE(taker.wait_done());
+  EXPECT(got != held);
+  EXPECT_EQ(ring->untracked_allocations(), 1u);
+  as_test_buffer(held)->drop();
+}
+
+// kWait under contention: producers fill slots and hand them to a slow "copy engine"
+// that checks the bytes before finishing each copy; no slot is refilled before its copy
+// finished, and the ring, with more slots than claimers, never allocates beyond them.
+FERRY_TEST(ring_wait_mode_concurrent_copies_are_exclusive) {
+  auto f = std::make_shared<TestFactory>();
+  auto ring = std::make_shared<StagingRing>(6, factory_of(f), StagingRing::WhenFull::kWait);
+  std::atomic<int> conflicts{0};
+  struct Pending {
+    TestBuffer* buffer;
+    uint8_t mark;
+  };
+  BoundedQueue<Pending> engine_queue(1024);
+  Async engine([&] {
+    int n = 0;
+    while (auto p = engine_queue.pop()) {
+      if (p->buffer == nullptr) return;  // the producers are done
+      if (++n % 7 == 0) std::this_thread::sleep_for(std::chrono::microseconds(200));
+      for (int k = 0; k < 64; ++k) {
+        if (p->buffer->data()[k] != p->mark) conflicts.fetch_add(1);
+      }
+      p->buffer->owner.store(0);
+      p->buffer->finish_copy();
+    }
+  });
+  {
+    std::vector<std::unique_ptr<Async>> producers;
+    for (int t = 0; t < 4; ++t) {
+      producers.push_back(std::make_unique<Async>([&, t] {
+        for (int i = 0; i < 1500; ++i) {
+          auto b = ring->acquire(64);
+          TestBuffer* tb = as_test_buffer(b);
+          if (tb->owner.exchange(1) != 0) conflicts.fetch_add(1);
+          const uint8_t mark = static_cast<uint8_t>(t * 16 + i);
+          std::memset(tb->data(), mark, 64);
+          tb->start_copy();
+          ring->release(tb);
+          engine_queue.push(Pending{tb, mark});
+        }
+      }));
+    }
+  }
+  engine_queue.push(Pending{nullptr, 0});
+  engine.join();
+  EXPECT_EQ(conflicts.load(), 0);
+  EXPECT_EQ(ring->untracked_allocations(), 0u);
+  EXPECT(ring->slots() <= 6u);
+  EXPECT(ring->copy_waits() > 0u, ": the producers never outran the engine");
 }
 
 // =======================================================================================
