@@ -88,6 +88,18 @@ def test_batches_that_outgrow_the_ring():
     assert_same_batches(expected, got)
 
 
+def test_tensor_layouts_of_a_custom_collate():
+    """A collate_fn's dense tensors that are not contiguous (channels_last, permuted)
+    arrive with torch's strides, in slot views and in copies out of the slot (a list
+    holds more batches than are left in their slots); other views with torch's values."""
+    expected, got = both(wd.Tensors(64), num_workers=2, batch_size=8,
+                         collate_fn=wd.layouts_collate)
+    assert_same_batches(expected, got)
+    for e, g in zip(expected, got, strict=True):
+        for k in ("channels_last", "permuted"):
+            assert g[k].stride() == e[k].stride(), k
+
+
 def test_a_plain_loop_gets_views_not_copies():
     """Batches that arrive early wait in torch's reorder buffer; they must not count as
     held by the user, or every batch would be copied out of its slot."""

@@ -141,3 +141,14 @@ def pad_collate(batch):
     for k, b in enumerate(batch):
         out[k, : len(b)] = b
     return out
+
+
+def layouts_collate(batch):
+    """A collate_fn whose outputs are dense but not contiguous (channels_last, permuted),
+    or views that are not dense (a strided slice, an expanded row)."""
+    x = torch.stack([b[0].view(1, 2, 2).expand(3, 2, 2) * torch.arange(1, 4).view(3, 1, 1)
+                     for b in batch])
+    return {"channels_last": x.float().contiguous(memory_format=torch.channels_last),
+            "permuted": x.permute(2, 3, 0, 1),
+            "sliced": x[:, :, ::2],
+            "expanded": batch[0][2].expand(5, 3)}

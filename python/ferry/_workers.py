@@ -130,6 +130,17 @@ class _Arena:
         self.used = end
         return self.slot[start:end].view(dtype).view(shape)
 
+    def alloc_like(self, t: torch.Tensor) -> torch.Tensor | None:
+        """Room for a copy of `t` with torch's preserve_format layout: `t`'s own strides
+        when it is dense (channels_last, permuted), as torch's workers deliver them, else
+        contiguous in its suggested memory format."""
+        flat = self.alloc(t.dtype, (t.numel(),))
+        if flat is None:
+            return None
+        if t.is_contiguous():
+            return flat.view(t.shape)
+        return flat.as_strided(t.shape, torch.empty_like(t, device="meta").stride())
+
     def offset_of(self, t: torch.Tensor) -> int | None:
         """Where `t` starts in this slot, or None when `t` is not stored in it."""
         if t.device.type != "cpu" or t.layout != torch.strided:
@@ -255,7 +266,7 @@ class _WorkerState:
             return (0, t.dtype, list(t.shape), list(t.stride()))
         offset = arena.offset_of(t)
         if offset is None or any(s < 0 for s in t.stride()):
-            dst = arena.alloc(t.dtype, tuple(t.shape))
+            dst = arena.alloc_like(t)
             if dst is None:
                 return None
             dst.copy_(t)
