@@ -125,6 +125,21 @@ def test_pin_memory_without_an_accelerator_warns_like_torch(num_workers):
         assert not any(t.is_pinned() for t in _tensors(g))
 
 
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_pin_memory_on_mps_is_off_with_torchs_warning(num_workers, monkeypatch):
+    """torch does not pin when the accelerator is MPS; neither does ferry."""
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: True)
+    monkeypatch.setattr(torch.accelerator, "current_accelerator", lambda *a: torch.device("mps"))
+    ds = PyDataset()
+    kw = dict(batch_size=32, num_workers=num_workers, pin_memory=True)
+    expected, torch_warnings = _pin_warnings(lambda: torch.utils.data.DataLoader(ds, **kw))
+    got, ferry_warnings = _pin_warnings(lambda: ferry.DataLoader(ds, **kw))
+    assert any("MPS" in w for w in torch_warnings) and ferry_warnings == torch_warnings
+    for e, g in zip(expected, got, strict=True):
+        assert_same_batch(e, g)
+        assert not any(t.is_pinned() for t in _tensors(g))
+
+
 # --- the transfer protocol, under stress -------------------------------------------------
 # Big batches and a copy stream held back by a sleep kernel: copies complete long after
 # their batch was handed over, so a slot reused or a stream not waited on would show as

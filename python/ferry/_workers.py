@@ -431,7 +431,16 @@ def _pin_memory_setting(loader: Any) -> bool:
             "pinned memory won't be used.",
             stacklevel=4,
         )
-    return bool(loader.pin_memory) and torch.accelerator.is_available()
+    pin = bool(loader.pin_memory) and torch.accelerator.is_available()
+    accelerator = torch.accelerator.current_accelerator() if pin else None
+    if accelerator is not None and accelerator.type == "mps":  # torch does not pin there
+        warnings.warn(
+            "'pin_memory' argument is set as true but not supported on MPS now, device "
+            "pinned memory won't be used.",
+            stacklevel=4,
+        )
+        return False
+    return pin
 
 
 def _describe_exit(code: int | None) -> str:
