@@ -53,6 +53,37 @@ def test_start_methods(context):
     assert_same_batches(expected, got)
 
 
+@pytest.mark.parametrize("context", CONTEXTS[1:])
+def test_spawned_workers_get_the_dataset_pickled_once(context):
+    """Not once per worker as torch does: one pickle, read by every worker, with the
+    dataset's tensors shared as torch shares them."""
+    kw = {"num_workers": 3, "batch_size": 4, "multiprocessing_context": context}
+    expected = list(TorchDataLoader(wd.Carrying(), **kw))
+    wd.Carrying.pickled = 0
+    got = list(ferry.DataLoader(wd.Carrying(), **kw))
+    assert_same_batches(expected, got)
+    assert all(b["shared"].all() and b["named"].all() for b in got)
+    assert wd.Carrying.pickled == 1
+
+
+@pytest.mark.parametrize("how", ["lock", "collate method"])
+def test_spawned_workers_get_a_dataset_only_torch_can_send_as_torch_sends_it(how):
+    """A lock can only be pickled for a process being started, and a collate_fn that is
+    the dataset's method must see the worker's dataset: those go torch's way, per worker."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    ds = wd.Carrying(context.Lock()) if how == "lock" else wd.Carrying()
+    kw = {"num_workers": 2, "batch_size": 4, "multiprocessing_context": context}
+    if how == "collate method":
+        kw["collate_fn"] = ds.collate
+    expected = list(TorchDataLoader(ds, **kw))
+    wd.Carrying.pickled = 0
+    got = list(ferry.DataLoader(ds, **kw))
+    assert_same_batches(expected, got)
+    assert wd.Carrying.pickled >= 2  # for each worker (after a first try, for the lock)
+
+
 @pytest.mark.parametrize("batch_size, drop_last", [(4, False), (4, True), (None, False)])
 def test_iterable_dataset_sharded_per_worker(batch_size, drop_last):
     expected, got = both(wd.Shards(23), num_workers=3, batch_size=batch_size, drop_last=drop_last)

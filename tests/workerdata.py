@@ -152,3 +152,34 @@ def layouts_collate(batch):
             "permuted": x.permute(2, 3, 0, 1),
             "sliced": x[:, :, ::2],
             "expanded": batch[0][2].expand(5, 3)}
+
+
+class Carrying(Dataset):
+    """A dataset that carries data (a tensor, a numpy array) and counts, in the process
+    that made it, how often it was pickled; its samples tell whether the worker's copy
+    is the one get_worker_info() names and whether its tensor is shared, as torch
+    shares the tensors of a dataset sent to a spawned worker."""
+
+    pickled = 0
+
+    def __init__(self, lock=None) -> None:
+        self.table = torch.arange(40, dtype=torch.float32).view(20, 2)
+        self.array = np.arange(20) * 3
+        self.lock = lock
+
+    def __getstate__(self):
+        type(self).pickled += 1
+        return self.__dict__
+
+    def __len__(self) -> int:
+        return 20
+
+    def __getitem__(self, i: int):
+        if self.lock is not None:
+            with self.lock:
+                pass
+        return {"row": self.table[i], "tripled": int(self.array[i]),
+                "shared": self.table.is_shared(), "named": get_worker_info().dataset is self}
+
+    def collate(self, batch):
+        return torch.utils.data.default_collate(batch)

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import faulthandler
 import io
+import mmap
+import multiprocessing
 import os
 import pickle
 import signal
@@ -378,17 +380,100 @@ def _rebuild_worker_init(init_fn: Any, dupfds: list[Any], resume: list[Any] | No
     return WorkerInit(init_fn, [d.detach() for d in dupfds], resume)
 
 
+class _TensorsAside(pickle.Pickler):
+    """Pickles everything but tensors and storages, which it collects instead."""
+
+    def __init__(self, file: Any) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self.tensors: list[Any] = []
+
+    def persistent_id(self, obj: Any) -> int | None:
+        if isinstance(obj, (torch.Tensor, torch.UntypedStorage, torch.TypedStorage)):
+            self.tensors.append(obj)
+            return len(self.tensors) - 1
+        return None
+
+
+class _TensorsBack(pickle.Unpickler):
+    def __init__(self, file: Any, tensors: list[Any]) -> None:
+        super().__init__(file)
+        self.tensors = tensors
+
+    def persistent_load(self, pid: Any) -> Any:
+        return self.tensors[pid]
+
+
+class _ShippedDataset:
+    """The dataset as workers started by spawn or forkserver receive it. torch pickles it
+    into each worker's start-up pipe in turn, and a dataset larger than the pipe makes
+    each start wait until that worker has imported torch and read it. Here it is pickled
+    once, into a memfd each worker reads itself, so the workers start side by side; its
+    tensors still travel with each worker's arguments, shared as torch shares them.
+    Only what plain pickle takes whole goes this way (see ship_dataset)."""
+
+    def __init__(self, fd: int, tensors: list[Any]) -> None:
+        self.fd = fd
+        self.tensors = tensors
+
+    def __reduce__(self) -> Any:
+        from multiprocessing import reduction
+
+        return (_unship_dataset, (reduction.DupFd(self.fd), self.tensors))
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def _unship_dataset(dupfd: Any, tensors: list[Any]) -> Any:
+    fd = dupfd.detach()
+    try:
+        with mmap.mmap(fd, os.fstat(fd).st_size, prot=mmap.PROT_READ) as pickled:
+            return _TensorsBack(io.BytesIO(pickled), tensors).load()
+    finally:
+        os.close(fd)
+
+
+def ship_dataset(loader: Any) -> _ShippedDataset | None:
+    """The dataset pickled once for workers that are not forked, or None to let torch
+    pickle it for each worker: with fork (nothing is pickled), for datapipes (torch's
+    iterator changes them first), when the collate_fn or worker_init_fn is a method of
+    the dataset (in a worker both must see one dataset object), and when plain pickle
+    cannot take it whole (a lock or a connection, which multiprocessing only passes to
+    the process being started).
+    """
+    from torch.utils.data.datapipes.datapipe import IterDataPipe, MapDataPipe
+
+    dataset = loader.dataset
+    context = loader.multiprocessing_context or multiprocessing.get_context()
+    if context.get_start_method() == "fork" or isinstance(dataset, (IterDataPipe, MapDataPipe)):
+        return None
+    for fn in (loader.collate_fn, loader.worker_init_fn):
+        if getattr(getattr(fn, "func", fn), "__self__", None) is dataset:
+            return None
+    fd = os.memfd_create("ferry-dataset")
+    try:
+        with open(fd, "wb", closefd=False) as f:
+            pickler = _TensorsAside(f)
+            pickler.dump(dataset)
+    except Exception:
+        os.close(fd)
+        return None  # torch's pickling raises the error, if any
+    return _ShippedDataset(fd, pickler.tensors)
+
+
 class _LoaderWithCollate:
     """The loader as torch's iterator reads it, but with ferry's collate_fn and
-    worker_init_fn, and without torch's pin-memory thread: ferry pins in C++ as batches
-    leave their slots."""
+    worker_init_fn, without torch's pin-memory thread (ferry pins in C++ as batches leave
+    their slots), and with the dataset shipped once when given."""
 
     pin_memory = False
 
-    def __init__(self, loader: Any, collate_fn: Any, worker_init_fn: Any) -> None:
+    def __init__(self, loader: Any, collate_fn: Any, worker_init_fn: Any,
+                 shipped: _ShippedDataset | None) -> None:
         self._loader = loader
         self.collate_fn = collate_fn
         self.worker_init_fn = worker_init_fn
+        self.dataset = shipped if shipped is not None else loader.dataset
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._loader, name)
@@ -494,14 +579,19 @@ class WorkerIter(Resumable, _MultiProcessingDataLoaderIter):
         global _starting
         _live_iterators.add(self)
         _starting = self  # its forked workers keep its ring fds (see _after_fork_in_child)
+        shipped = None
         try:
             init_fn = WorkerInit(loader.worker_init_fn, self._stack_fds, resume.get("workers"))
-            super().__init__(_LoaderWithCollate(loader, collate_fn, init_fn))
+            shipped = ship_dataset(loader)
+            super().__init__(_LoaderWithCollate(loader, collate_fn, init_fn, shipped))
         except BaseException:
             self._close_ring_fds()
             raise
         finally:
             _starting = None
+            if shipped is not None:  # the workers have their copies of the fd
+                shipped.close()
+                self._dataset = loader.dataset
         # not torch's _pin_memory, which would make it look for its pin thread
         self._pin_batches = _pin_memory_setting(loader)
 
