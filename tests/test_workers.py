@@ -66,22 +66,40 @@ def test_spawned_workers_get_the_dataset_pickled_once(context):
     assert wd.Carrying.pickled == 1
 
 
-@pytest.mark.parametrize("how", ["lock", "collate method"])
+def test_spawned_workers_get_a_connection_the_dataset_holds():
+    """A connection is passed, descriptor and all, to each worker being started (plain
+    pickle would send a bare number): set aside from the one pickle like tensors."""
+    kw = {"num_workers": 2, "batch_size": 4, "multiprocessing_context": "spawn"}
+    ds = wd.WithPipe()
+    expected = list(TorchDataLoader(ds, **kw))
+    wd.WithPipe.pickled = 0
+    got = list(ferry.DataLoader(ds, **kw))
+    assert_same_batches(expected, got)
+    assert all(b["pipe"].all() for b in got)
+    assert wd.WithPipe.pickled == 1
+
+
+@pytest.mark.parametrize("how", ["lock", "collate method", "shared object"])
 def test_spawned_workers_get_a_dataset_only_torch_can_send_as_torch_sends_it(how):
-    """A lock can only be pickled for a process being started, and a collate_fn that is
-    the dataset's method must see the worker's dataset: those go torch's way, per worker."""
+    """A lock can only be pickled for a process being started, and a collate_fn that
+    reaches the dataset or an object it holds must find the worker's one: those go
+    torch's way, pickled with the rest for each worker."""
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
-    ds = wd.Carrying(context.Lock()) if how == "lock" else wd.Carrying()
     kw = {"num_workers": 2, "batch_size": 4, "multiprocessing_context": context}
-    if how == "collate method":
-        kw["collate_fn"] = ds.collate
+    if how == "shared object":
+        ds = wd.WithVocabulary()
+        kw["collate_fn"] = wd.CollateWith(ds.vocab)
+    else:
+        ds = wd.Carrying(context.Lock()) if how == "lock" else wd.Carrying()
+        kw["collate_fn"] = ds.collate if how == "collate method" else None
     expected = list(TorchDataLoader(ds, **kw))
     wd.Carrying.pickled = 0
     got = list(ferry.DataLoader(ds, **kw))
     assert_same_batches(expected, got)
-    assert wd.Carrying.pickled >= 2  # for each worker (after a first try, for the lock)
+    if how != "shared object":
+        assert wd.Carrying.pickled >= 2  # for each worker (after a first try, for the lock)
 
 
 @pytest.mark.parametrize("batch_size, drop_last", [(4, False), (4, True), (None, False)])
@@ -123,8 +141,11 @@ def test_tensor_layouts_of_a_custom_collate():
     """A collate_fn's dense tensors that are not contiguous (channels_last, permuted)
     arrive with torch's strides, in slot views and in copies out of the slot (a list
     holds more batches than are left in their slots); other views with torch's values."""
-    expected, got = both(wd.Tensors(64), num_workers=2, batch_size=8,
-                         collate_fn=wd.layouts_collate)
+    kw = {"num_workers": 2, "batch_size": 8, "collate_fn": wd.layouts_collate}
+    expected = list(TorchDataLoader(wd.Tensors(64), **kw))
+    it = iter(ferry.DataLoader(wd.Tensors(64), **kw))
+    got = list(it)
+    assert it.copied_batches > 0
     assert_same_batches(expected, got)
     for e, g in zip(expected, got, strict=True):
         for k in ("channels_last", "permuted"):

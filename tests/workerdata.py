@@ -183,3 +183,52 @@ class Carrying(Dataset):
 
     def collate(self, batch):
         return torch.utils.data.default_collate(batch)
+
+
+class Vocabulary:
+    def __init__(self) -> None:
+        self.words = ["a", "b"]
+
+
+class WithVocabulary(Dataset):
+    """A dataset and a collate_fn that share an object (a vocabulary), as a tokenizer is
+    often shared: in a worker both must see the same one."""
+
+    def __init__(self) -> None:
+        self.vocab = Vocabulary()
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, i: int):
+        self.vocab.words.append(f"w{i}")  # the collate_fn sees what __getitem__ added
+        return i
+
+
+class CollateWith:
+    def __init__(self, vocab: Vocabulary) -> None:
+        self.vocab = vocab
+
+    def __call__(self, batch):
+        return {"ids": torch.tensor(batch), "vocab": len(self.vocab.words)}
+
+
+class WithPipe(Carrying):
+    """A dataset holding a connection: multiprocessing passes its descriptor only to the
+    process being started; plain pickle would send a number that means nothing there."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import multiprocessing
+
+        self.reader, self.writer = multiprocessing.Pipe(duplex=False)
+
+    def __getitem__(self, i: int):
+        out = super().__getitem__(i)
+        out["pipe"] = os.fstat(self.writer.fileno()).st_ino == self.inode
+        return out
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state = dict(state, inode=os.fstat(self.writer.fileno()).st_ino)
+        return state

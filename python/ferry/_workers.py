@@ -27,10 +27,12 @@ import os
 import pickle
 import signal
 import time
+import types
 import warnings
 import weakref
 from dataclasses import dataclass
 from functools import partial
+from multiprocessing.reduction import ForkingPickler as _ForkingPickler
 from typing import Any
 
 import torch
@@ -381,16 +383,43 @@ def _rebuild_worker_init(init_fn: Any, dupfds: list[Any], resume: list[Any] | No
 
 
 class _TensorsAside(pickle.Pickler):
-    """Pickles everything but tensors and storages, which it collects instead."""
+    """Pickles everything but what multiprocessing's pickler sends its own way to the
+    process being started (tensors and storages shared through shared memory,
+    connections and sockets with their descriptors), which it collects instead."""
 
     def __init__(self, file: Any) -> None:
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
         self.tensors: list[Any] = []
 
     def persistent_id(self, obj: Any) -> int | None:
-        if isinstance(obj, (torch.Tensor, torch.UntypedStorage, torch.TypedStorage)):
+        if isinstance(obj, (torch.Tensor, torch.UntypedStorage, torch.TypedStorage)) or (
+            type(obj) in _ForkingPickler._extra_reducers and type(obj) not in _PLAIN_TYPES
+        ):
             self.tensors.append(obj)
             return len(self.tensors) - 1
+        return None
+
+
+# Types multiprocessing's pickler reduces its own way but plain pickle just as well.
+_PLAIN_TYPES = (partial, types.MethodType, type(str.join))
+
+
+class _SharesWith(pickle.Pickler):
+    """Pickles into nothing, to find whether an object reaches one that a pickled dataset
+    holds (`memo`): in a worker the two must stay one object."""
+
+    _ATOMS = (str, bytes, int, float, complex, bool, type(None), tuple, frozenset, type,
+              types.FunctionType, types.BuiltinFunctionType, types.ModuleType)
+
+    def __init__(self, memo: Any) -> None:
+        super().__init__(io.BytesIO(), protocol=pickle.HIGHEST_PROTOCOL)
+        self.dataset_objects = memo
+        self.shares = False
+
+    def persistent_id(self, obj: Any) -> int | None:
+        if id(obj) in self.dataset_objects and not isinstance(obj, self._ATOMS):
+            self.shares = True
+            return 0
         return None
 
 
@@ -428,7 +457,7 @@ def _unship_dataset(dupfd: Any, tensors: list[Any]) -> Any:
     fd = dupfd.detach()
     try:
         with mmap.mmap(fd, os.fstat(fd).st_size, prot=mmap.PROT_READ) as pickled:
-            return _TensorsBack(io.BytesIO(pickled), tensors).load()
+            return _TensorsBack(pickled, tensors).load()
     finally:
         os.close(fd)
 
@@ -436,10 +465,10 @@ def _unship_dataset(dupfd: Any, tensors: list[Any]) -> Any:
 def ship_dataset(loader: Any) -> _ShippedDataset | None:
     """The dataset pickled once for workers that are not forked, or None to let torch
     pickle it for each worker: with fork (nothing is pickled), for datapipes (torch's
-    iterator changes them first), when the collate_fn or worker_init_fn is a method of
-    the dataset (in a worker both must see one dataset object), and when plain pickle
-    cannot take it whole (a lock or a connection, which multiprocessing only passes to
-    the process being started).
+    iterator changes them first), when the collate_fn or worker_init_fn reaches an object
+    the dataset holds (torch pickles them together, so in a worker they stay one
+    object), and when plain pickle cannot take it (a lock, which multiprocessing only
+    passes to the process being started).
     """
     from torch.utils.data.datapipes.datapipe import IterDataPipe, MapDataPipe
 
@@ -447,17 +476,21 @@ def ship_dataset(loader: Any) -> _ShippedDataset | None:
     context = loader.multiprocessing_context or multiprocessing.get_context()
     if context.get_start_method() == "fork" or isinstance(dataset, (IterDataPipe, MapDataPipe)):
         return None
-    for fn in (loader.collate_fn, loader.worker_init_fn):
-        if getattr(getattr(fn, "func", fn), "__self__", None) is dataset:
-            return None
     fd = os.memfd_create("ferry-dataset")
     try:
         with open(fd, "wb", closefd=False) as f:
             pickler = _TensorsAside(f)
             pickler.dump(dataset)
-    except Exception:
+        finder = _SharesWith(pickler.memo.copy())
+        finder.dump((loader.collate_fn, loader.worker_init_fn))
+        if finder.shares:
+            os.close(fd)
+            return None
+    except BaseException as e:
         os.close(fd)
-        return None  # torch's pickling raises the error, if any
+        if isinstance(e, Exception):
+            return None  # torch's own pickling raises the error, if any
+        raise
     return _ShippedDataset(fd, pickler.tensors)
 
 
