@@ -432,9 +432,10 @@ def run_ttfb(dataset: RandomCrops, settings: Settings) -> WorkloadResult:
         [
             "timed: constructing the loader, iter(), next(); worker shutdown is not timed",
             f"median of {settings.tries} interleaved tries after one excluded try each",
-            f"under spawn each worker receives the dataset pickled "
-            f"({dataset.images.nbytes / 1e6:.0f} MB of images) and imports this script, "
-            "torch and ferry: both loaders pay that",
+            f"under spawn each worker imports this script, torch and ferry, and receives "
+            f"the dataset ({dataset.images.nbytes / 1e6:.0f} MB of images): torch pickles "
+            "it into each worker's start-up pipe in turn, ferry once into a memfd that "
+            "every worker reads",
         ],
         watch,
     )
