@@ -168,7 +168,7 @@ def _stack_into_slot(arena: _Arena | None, batch: Any, *, collate_fn_map: Any = 
 
 
 class _TensorsByReference(pickle.Pickler):
-    def __init__(self, file: io.BytesIO) -> None:
+    def __init__(self, file: Any) -> None:
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
         self.tensors: list[torch.Tensor] = []
 
@@ -180,11 +180,13 @@ class _TensorsByReference(pickle.Pickler):
 
 
 class _TensorsFromList(pickle.Unpickler):
-    def __init__(self, file: io.BytesIO, tensors: list[torch.Tensor]) -> None:
+    """Unpickles with the objects a pickler set aside by persistent id put back."""
+
+    def __init__(self, file: Any, tensors: list[Any]) -> None:
         super().__init__(file)
         self.tensors = tensors
 
-    def persistent_load(self, pid: Any) -> torch.Tensor:
+    def persistent_load(self, pid: Any) -> Any:
         return self.tensors[pid]
 
 
@@ -382,14 +384,14 @@ def _rebuild_worker_init(init_fn: Any, dupfds: list[Any], resume: list[Any] | No
     return WorkerInit(init_fn, [d.detach() for d in dupfds], resume)
 
 
-class _TensorsAside(pickle.Pickler):
+# Types multiprocessing's pickler reduces its own way but plain pickle just as well.
+_PLAIN_TYPES = (partial, types.MethodType, type(str.join))
+
+
+class _SetAside(_TensorsByReference):
     """Pickles everything but what multiprocessing's pickler sends its own way to the
     process being started (tensors and storages shared through shared memory,
     connections and sockets with their descriptors), which it collects instead."""
-
-    def __init__(self, file: Any) -> None:
-        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
-        self.tensors: list[Any] = []
 
     def persistent_id(self, obj: Any) -> int | None:
         if isinstance(obj, (torch.Tensor, torch.UntypedStorage, torch.TypedStorage)) or (
@@ -398,10 +400,6 @@ class _TensorsAside(pickle.Pickler):
             self.tensors.append(obj)
             return len(self.tensors) - 1
         return None
-
-
-# Types multiprocessing's pickler reduces its own way but plain pickle just as well.
-_PLAIN_TYPES = (partial, types.MethodType, type(str.join))
 
 
 class _SharesWith(pickle.Pickler):
@@ -423,41 +421,33 @@ class _SharesWith(pickle.Pickler):
         return None
 
 
-class _TensorsBack(pickle.Unpickler):
-    def __init__(self, file: Any, tensors: list[Any]) -> None:
-        super().__init__(file)
-        self.tensors = tensors
-
-    def persistent_load(self, pid: Any) -> Any:
-        return self.tensors[pid]
-
-
 class _ShippedDataset:
     """The dataset as workers started by spawn or forkserver receive it. torch pickles it
     into each worker's start-up pipe in turn, and a dataset larger than the pipe makes
     each start wait until that worker has imported torch and read it. Here it is pickled
-    once, into a memfd each worker reads itself, so the workers start side by side; its
-    tensors still travel with each worker's arguments, shared as torch shares them.
+    once, into a memfd each worker reads itself, so the workers start side by side; what
+    it holds that multiprocessing sends its own way (tensors, shared as torch shares
+    them; connections) still travels with each worker's arguments.
     Only what plain pickle takes whole goes this way (see ship_dataset)."""
 
-    def __init__(self, fd: int, tensors: list[Any]) -> None:
+    def __init__(self, fd: int, aside: list[Any]) -> None:
         self.fd = fd
-        self.tensors = tensors
+        self.aside = aside
 
     def __reduce__(self) -> Any:
         from multiprocessing import reduction
 
-        return (_unship_dataset, (reduction.DupFd(self.fd), self.tensors))
+        return (_unship_dataset, (reduction.DupFd(self.fd), self.aside))
 
     def close(self) -> None:
         os.close(self.fd)
 
 
-def _unship_dataset(dupfd: Any, tensors: list[Any]) -> Any:
+def _unship_dataset(dupfd: Any, aside: list[Any]) -> Any:
     fd = dupfd.detach()
     try:
         with mmap.mmap(fd, os.fstat(fd).st_size, prot=mmap.PROT_READ) as pickled:
-            return _TensorsBack(pickled, tensors).load()
+            return _TensorsFromList(pickled, aside).load()
     finally:
         os.close(fd)
 
@@ -479,7 +469,7 @@ def ship_dataset(loader: Any) -> _ShippedDataset | None:
     fd = os.memfd_create("ferry-dataset")
     try:
         with open(fd, "wb", closefd=False) as f:
-            pickler = _TensorsAside(f)
+            pickler = _SetAside(f)
             pickler.dump(dataset)
         finder = _SharesWith(pickler.memo.copy())
         finder.dump((loader.collate_fn, loader.worker_init_fn))
