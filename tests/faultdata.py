@@ -358,8 +358,10 @@ class Outcome:
                 f"after {self.elapsed:.2f} s:\n{self.text}")
 
 
-def drain(source: Any, limit: int | None = None, clear: bool = False) -> Outcome:
-    """Runs iter(source) and then next() until the end, an error, or `limit` batches.
+def drain(source: Any, limit: int | None = None, clear: bool = False,
+          busy_s: float = 0.0) -> Outcome:
+    """Runs iter(source) and then next() until the end, an error, or `limit` batches,
+    spending `busy_s` after each batch as a training step would (not in the loader).
 
     An exception is in a reference cycle with its traceback's frames, so the iterator
     those frames hold goes only with the next garbage collection, and torch's shuts its
@@ -377,6 +379,10 @@ def drain(source: Any, limit: int | None = None, clear: bool = False) -> Outcome
                 out.batches.append(next(it))
             except StopIteration:
                 break
+            if busy_s:
+                stage = "busy"  # where torch's SIGCHLD handler may raise a worker's death
+                time.sleep(busy_s)
+                stage = "next"
     except BaseException as exc:  # noqa: BLE001 - the point is to capture it
         out.stage, out.type, out.message = stage, type(exc), str(exc)
         out.text = "".join(traceback.format_exception_only(exc))

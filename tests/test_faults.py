@@ -275,15 +275,17 @@ def test_error_in_getitem_with_spawned_workers(run_child):
 DEATHS = {"exit": "exit code 3", "kill": "SIGKILL", "segv": "SIGSEGV"}
 
 
-def scenario_worker_death(how: str, context: str | None = None) -> None:
+def scenario_worker_death(how: str, context: str | None = None, busy_s: float = 0.0) -> None:
     dataset = fd.Boom(40, at=13, how=how)
     expected = torch_outcome(dataset, "process", context=context, batch_size=4)
     assert expected.failed(), expected
     probe = baseline("process")
     loader = make_loader(ferry.DataLoader, dataset, "process", context=context, batch_size=4)
-    got = fd.drain(loader)
+    got = fd.drain(loader, busy_s=busy_s)
     print(f"torch: {expected}\nferry: {got}")
     assert got.failed() and got.type is expected.type is RuntimeError, got
+    # raised by next(), not in the middle of the consumer's own work
+    assert got.stage == "next", got
     assert re.search(r"worker \d+ \(pid \d+\)", got.message), f"names no worker: {got}"
     assert DEATHS[how] in got.message, got
     assert got.elapsed < 5, f"took {got.elapsed:.1f} s to notice: {got}"
@@ -297,6 +299,13 @@ def scenario_worker_death(how: str, context: str | None = None) -> None:
 @pytest.mark.parametrize("how", list(DEATHS))
 def test_dead_worker(run_child, how):
     run_child(scenario_worker_death, how=how)
+
+
+def test_dead_worker_while_the_consumer_is_busy(run_child):
+    # The worker dies while the main thread is in the training step: the error comes
+    # from the next next() and names the worker (torch's SIGCHLD handler would raise it
+    # inside the step, naming no worker).
+    run_child(scenario_worker_death, how="segv", busy_s=0.3)
 
 
 def test_dead_spawned_worker(run_child):

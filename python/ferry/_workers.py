@@ -607,6 +607,14 @@ class WorkerIter(Resumable, _MultiProcessingDataLoaderIter):
             init_fn = WorkerInit(loader.worker_init_fn, self._stack_fds, resume.get("workers"))
             shipped = ship_dataset(loader)
             super().__init__(_LoaderWithCollate(loader, collate_fn, init_fn, shipped))
+            # torch's SIGCHLD handler raises a worker's death wherever the main thread
+            # happens to be: in the user's training step, or in this iterator between
+            # two of its own checks, with a message that names no worker. ferry polls
+            # its workers while it waits (_try_get_data), so a death is reported by the
+            # next next(), naming the worker, and the handler is told not to watch them.
+            if self._worker_pids_set:
+                _utils.signal_handling._remove_worker_pids(id(self))
+                self._worker_pids_set = False
         except BaseException:
             self._close_ring_fds()
             raise
@@ -803,7 +811,7 @@ class WorkerIter(Resumable, _MultiProcessingDataLoaderIter):
             left = deadline - time.monotonic()
             try:
                 ok, data = super()._try_get_data(max(0.0, min(_POLL_SECONDS, left)))
-            except RuntimeError as torch_says:  # torch's own check or SIGCHLD handler
+            except RuntimeError as torch_says:  # torch's own check of its workers
                 self._raise_if_a_worker_died(torch_says)
                 raise
             if ok:
