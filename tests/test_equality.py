@@ -195,6 +195,9 @@ def test_sequential_sampler_and_custom_iterable_sampler():
     run_both(ds, {"sampler": SequentialSampler(ds), "batch_size": 4}, seed=0)
     run_both(ds, {"sampler": [9, -1, 0, -10, 3], "batch_size": 2}, seed=0)
     run_both(ds, {"batch_sampler": [[1, 2], [-3], [0, 0, 0]]}, seed=0)
+    index_tensors = [torch.tensor([1, 2]), torch.tensor([-3]),
+                     torch.tensor([0, 0], dtype=torch.int32)]
+    run_both(ds, {"batch_sampler": index_tensors}, seed=0)
 
 
 def test_in_order_false_yields_the_same_batches_in_some_order():

@@ -50,6 +50,7 @@ DS = TensorDataset(torch.arange(40).view(10, 4), torch.arange(10))
         (ConcatDataset([DS, DS]), [[-21]]),
         (ferry.ArrayDataset(np.zeros((5, 2))), [[5]]),
         (DS, [[0, 1.5]]),
+        (DS, [torch.tensor([0, 3]), torch.tensor([10])]),
         (DS, [[]]),
     ],
 )

@@ -1,4 +1,5 @@
 #include <torch/csrc/Dtype.h>
+#include <torch/csrc/autograd/python_variable.h>
 
 #include <algorithm>
 #include <chrono>
@@ -43,6 +44,15 @@ std::optional<std::vector<int64_t>> as_index_batch(py::handle obj, bool unbatche
     auto i = as_plain_index(obj.ptr());
     if (!i) return std::nullopt;
     return std::vector<int64_t>{*i};
+  }
+  if (THPVariable_Check(obj.ptr())) {  // a stock sampler's batch, drawn as a tensor
+    const at::Tensor& t = THPVariable_Unpack(obj.ptr());
+    if (t.dim() != 1 || t.scalar_type() != at::kLong || !t.device().is_cpu()) {
+      return std::nullopt;
+    }
+    const at::Tensor dense = t.contiguous();
+    const int64_t* p = dense.data_ptr<int64_t>();
+    return std::vector<int64_t>(p, p + dense.numel());
   }
   if (!PyList_Check(obj.ptr()) && !PyTuple_Check(obj.ptr())) return std::nullopt;
   py::sequence seq = py::reinterpret_borrow<py::sequence>(obj);
@@ -123,8 +133,9 @@ void register_gather(py::module_& m) {
             return py::make_tuple(seq, plain);
           },
           py::arg("indices"),
-          "Queues a batch of indices; returns (seq, plain). When the indices are not plain "
-          "integers (plain is False) the batch comes back rejected, in its place.")
+          "Queues a batch of indices (ints, or a 1-D int64 CPU tensor); returns (seq, plain). "
+          "When the indices are not plain integers (plain is False) the batch comes back "
+          "rejected, in its place.")
       .def(
           "next",
           [](GatherLoader& g, double timeout_s) -> py::object {

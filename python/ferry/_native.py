@@ -35,6 +35,7 @@ from torch.utils.data.dataloader import _BaseDataLoaderIter
 
 from . import _ext
 from ._resume import Resumable
+from ._sampling import stock_batches
 from .datasets import ArrayDataset, torch_dtype_of
 
 # (data_ptr, shape, byte_strides, itemsize), as the C++ StridedArray takes it
@@ -219,11 +220,19 @@ class NativeIter(Resumable, _BaseDataLoaderIter):
         # it (a KeyboardInterrupt may land between any two bytecodes).
         self._passthrough: dict[int, Any] = {}
         self._sampler_done = False
+        self._sampler_iter = self._fresh_sampler_iter()
         self._torch_fetcher = _MapDatasetFetcher(
             self._dataset, self._auto_collation, self._collate_fn, self._drop_last
         )
         if self._num_workers > 0:  # torch's worker iterator also prefetches at creation
             self._refill()
+
+    def _fresh_sampler_iter(self) -> Any:
+        """The epoch's indices: torch's stock batch samplers drawn as int64 tensors, with
+        the same generator draws (see _sampling), any other sampler as torch iterates it."""
+        stock = stock_batches(self._index_sampler)
+        self._stock_sampler = stock is not None
+        return stock if stock is not None else iter(self._index_sampler)
 
     def _refill(self) -> None:
         while not self._sampler_done and self._gather.in_flight < self._depth:
@@ -235,7 +244,9 @@ class NativeIter(Resumable, _BaseDataLoaderIter):
             seq, plain = self._gather.submit(index)
             if self._first_seq is None:
                 self._first_seq = seq
-            if not plain:
+            # torch fetches what is not plain integers, and a batch the gather rejects
+            # with the sampler's own index object (a tensor from a custom sampler)
+            if not plain or (not self._stock_sampler and isinstance(index, torch.Tensor)):
                 self._passthrough[seq] = index
 
     def _next_data(self) -> Any:
@@ -275,6 +286,7 @@ class NativeIter(Resumable, _BaseDataLoaderIter):
 
     def _reset(self, loader: Any, first_iter: bool = False) -> None:
         super()._reset(loader, first_iter)
+        self._sampler_iter = self._fresh_sampler_iter()
         # A persistent iterator starts a new epoch: drop what the last one left in flight.
         while self._gather.in_flight:
             self._gather.next(0.0)
