@@ -179,6 +179,51 @@ def test_global_random_state_consumed_as_torch(num_workers):
     assert torch.equal(after_torch, after_ferry)
 
 
+class EagerSampler(torch.utils.data.Sampler):
+    """Draws its whole order from the global generator when iter() is called."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __iter__(self):
+        return iter(torch.randperm(self.n).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class PythonRows(torch.utils.data.Dataset):
+    def __getitem__(self, i: int):
+        return torch.tensor([i])
+
+    def __len__(self) -> int:
+        return 20
+
+
+@pytest.mark.parametrize("dataset", ["native", "python"])
+@pytest.mark.parametrize("batch_size", [3, None])
+@pytest.mark.parametrize("workers", [0, 2, "threads"])
+def test_a_sampler_drawing_when_iterated_draws_as_with_torch(workers, batch_size, dataset):
+    # torch's worker iterator iterates the sampler twice for its first epoch (its
+    # constructor and its _reset both call iter()); a sampler that draws in __iter__
+    # (not a generator) draws twice, and the first order goes unused.
+    ds = TensorDataset(torch.arange(20)) if dataset == "native" else PythonRows()
+    num_workers = 2 if workers == "threads" else workers
+    extra = {"worker_type": "thread"} if workers == "threads" else {}
+
+    def two_epochs(cls):
+        torch.manual_seed(7)
+        kw = extra if cls is ferry.DataLoader else {}
+        loader = cls(ds, sampler=EagerSampler(20), batch_size=batch_size,
+                     num_workers=num_workers, **kw)
+        return [list(loader) for _ in range(2)], torch.rand(2)
+
+    (e1, e2), after_torch = two_epochs(torch.utils.data.DataLoader)
+    (g1, g2), after_ferry = two_epochs(ferry.DataLoader)
+    assert_same_batches(e1 + e2, g1 + g2)
+    assert torch.equal(after_torch, after_ferry)
+
+
 def test_memmap_dataset(tmp_path):
     path = tmp_path / "images.u8"
     mm = np.memmap(path, dtype=np.uint8, mode="w+", shape=(300, 3, 4, 4))

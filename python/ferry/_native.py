@@ -220,19 +220,24 @@ class NativeIter(Resumable, _BaseDataLoaderIter):
         # it (a KeyboardInterrupt may land between any two bytecodes).
         self._passthrough: dict[int, Any] = {}
         self._sampler_done = False
-        self._sampler_iter = self._fresh_sampler_iter()
+        self._use_stock_batches()
         self._torch_fetcher = _MapDatasetFetcher(
             self._dataset, self._auto_collation, self._collate_fn, self._drop_last
         )
-        if self._num_workers > 0:  # torch's worker iterator also prefetches at creation
-            self._refill()
+        if self._num_workers > 0:
+            # As torch's worker iterator, whose constructor ends with _reset: the sampler
+            # is iterated a second time (one that draws when iterated draws twice), and
+            # read ahead.
+            self._reset(loader, first_iter=True)
 
-    def _fresh_sampler_iter(self) -> Any:
-        """The epoch's indices: torch's stock batch samplers drawn as int64 tensors, with
-        the same generator draws (see _sampling), any other sampler as torch iterates it."""
+    def _use_stock_batches(self) -> None:
+        """torch's stock batch samplers are drawn as int64 tensors, with the same generator
+        draws (see _sampling); any other sampler keeps the iterator torch made (a second
+        iter() could draw from a generator)."""
         stock = stock_batches(self._index_sampler)
         self._stock_sampler = stock is not None
-        return stock if stock is not None else iter(self._index_sampler)
+        if stock is not None:
+            self._sampler_iter = stock
 
     def _refill(self) -> None:
         while not self._sampler_done and self._gather.in_flight < self._depth:
@@ -286,7 +291,7 @@ class NativeIter(Resumable, _BaseDataLoaderIter):
 
     def _reset(self, loader: Any, first_iter: bool = False) -> None:
         super()._reset(loader, first_iter)
-        self._sampler_iter = self._fresh_sampler_iter()
+        self._use_stock_batches()
         # A persistent iterator starts a new epoch: drop what the last one left in flight.
         while self._gather.in_flight:
             self._gather.next(0.0)

@@ -74,7 +74,9 @@ class ThreadIter(Resumable, _BaseDataLoaderIter):
         self._fetching: dict[int, threading.Thread] = {}
         self._task_ids = itertools.count()
         self._sampler_done = False
-        self._refill()
+        # As torch's worker iterator, whose constructor ends with _reset: the sampler is
+        # iterated a second time (one that draws when iterated draws twice), and read ahead.
+        self._reset(loader, first_iter=True)
 
     def _refill(self) -> None:
         while not self._sampler_done and len(self._pending) < self._depth:
