@@ -61,6 +61,12 @@ def test_bad_indices_raise_torchs_error(dataset, batches, num_workers):
     same_error(make, wrapped_by_torch_workers=num_workers > 0)
 
 
+def test_columns_of_different_lengths_raise_torchs_error():
+    ds = TensorDataset(torch.arange(10), torch.arange(10))
+    ds.tensors = (torch.arange(10), torch.arange(3))  # as torch allows after construction
+    same_error(lambda cls, **kw: cls(ds, batch_size=4))
+
+
 def test_good_batches_before_a_bad_one_are_delivered():
     loader = ferry.DataLoader(DS, batch_sampler=[[0], [1], [99], [2]])
     it = iter(loader)

@@ -19,6 +19,8 @@ constexpr double kSignalCheckSeconds = 0.05;
 // slice, ...), which then takes torch's own path and gets torch's own behaviour.
 std::optional<int64_t> as_plain_index(PyObject* obj) {
   if (PyBool_Check(obj) || !PyIndex_Check(obj)) return std::nullopt;
+  // A one-element tensor has __index__ too, but torch indexes with its shape kept.
+  if (THPVariable_Check(obj) && THPVariable_Unpack(obj).dim() != 0) return std::nullopt;
   int overflow = 0;
   long long v;
   if (PyLong_CheckExact(obj)) {

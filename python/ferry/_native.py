@@ -10,6 +10,7 @@ path.
 from __future__ import annotations
 
 import copy
+import itertools
 import os
 import weakref
 from collections.abc import Mapping, MutableMapping, MutableSequence, Sequence
@@ -114,8 +115,12 @@ def build_plan(dataset: Dataset) -> NativePlan | None:
     def visit(ds: Dataset) -> int | None:
         if _uses_stock_item_access(ds, TensorDataset) or _uses_stock_item_access(ds, ArrayDataset):
             arrays = ds.tensors if isinstance(ds, TensorDataset) else ds.arrays
+            if any(a.ndim == 0 for a in arrays):
+                return None
             specs, cols = [], []
             for a in arrays:
+                if a.shape[0] != len(ds):  # torch raises its IndexError past the shortest
+                    return None
                 made = _tensor_column(a) if isinstance(a, torch.Tensor) else _numpy_column(a)
                 if made is None:
                     return None
@@ -135,6 +140,10 @@ def build_plan(dataset: Dataset) -> NativePlan | None:
                 return None
             return plan.index_plan.add_subset(child, indices)
         if _uses_stock_item_access(ds, ConcatDataset):
+            # torch maps indices with the sizes stored when the ConcatDataset was made;
+            # a child that has grown or shrunk since is left to torch.
+            if list(ds.cumulative_sizes) != list(itertools.accumulate(map(len, ds.datasets))):
+                return None
             children = [visit(d) for d in ds.datasets]
             if any(c is None for c in children):
                 return None
@@ -264,6 +273,10 @@ class NativeIter(Resumable, _BaseDataLoaderIter):
         if got is None:
             raise RuntimeError(f"DataLoader timed out after {self._timeout} seconds")
         seq, columns, rejected, error, self.last_produce_s, indices, transfer_s = got
+        if self._num_workers > 0:
+            # torch's worker iterator draws the next batch's indices as it takes one in,
+            # before raising its error or handing it over: the sampler stays as far ahead
+            self._refill()
         self.last_transfer_s = transfer_s if self._device is not None else None
         if not self._in_order:
             self._yielded_task = seq - self._first_seq

@@ -147,7 +147,11 @@ class ThreadIter(Resumable, _BaseDataLoaderIter):
             raise self._timed_out(future, index) from None
         except Exception as exc:
             exc.add_note(f"(in a ferry thread worker, fetching sample indices {index!r})")
+            self._refill()  # as below, before the error is raised
             raise
+        # torch's worker iterator draws the next batch's indices as it takes one in: the
+        # sampler stays as far ahead of the consumer
+        self._refill()
         if self._pin_memory:
             data = pin_memory(data, self._pin_memory_device)
         return data
