@@ -152,6 +152,38 @@ def test_tensor_layouts_of_a_custom_collate():
             assert g[k].stride() == e[k].stride(), k
 
 
+@pytest.mark.parametrize("held", [1, 8])
+def test_views_of_one_tensor_stay_views_of_one_another(held):
+    """As torch's workers share each storage whole: a tensor twice in a batch comes back
+    as one object, and views of one tensor still share its memory (an in-place change
+    through one shows through the others), in slot views (held=1) and in copies out of
+    the slot (held=8); a tensor of its own is copied alone, not keeping its batch."""
+    kw = {"num_workers": 2, "batch_size": 4, "collate_fn": wd.aliasing_collate}
+    expected = list(TorchDataLoader(wd.Tensors(64), **kw))
+    it = iter(ferry.DataLoader(wd.Tensors(64), **kw))
+    got = [next(it) for _ in range(held)]
+    assert (it.copied_batches > 0) == (held > 2)
+    for e, g in zip(expected, got, strict=False):
+        assert_same_batches([e], [g])
+        for b in (e, g):
+            assert b["again"] is b["seq"]
+            b["inputs"].mul_(-1)
+        assert_same_batches([e], [g])
+        assert g["targets"][:, :-1].lt(0).all()
+    if held > 2:  # a copy: the labels do not keep the rest of their batch alive
+        labels = got[-1]["labels"]
+        assert labels.untyped_storage().nbytes() < 4 * labels.nbytes
+
+
+def test_nested_tensors_from_a_collate_fn():
+    kw = {"num_workers": 2, "batch_size": 3, "collate_fn": wd.nested_collate}
+    expected = list(TorchDataLoader(wd.Tensors(12), **kw))
+    got = list(ferry.DataLoader(wd.Tensors(12), **kw))
+    assert [[t.tolist() for t in b.unbind()] for b in got] == [
+        [t.tolist() for t in b.unbind()] for b in expected
+    ]
+
+
 def test_a_plain_loop_gets_views_not_copies():
     """Batches that arrive early wait in torch's reorder buffer; they must not count as
     held by the user, or every batch would be copied out of its slot."""

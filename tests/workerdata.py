@@ -154,6 +154,18 @@ def layouts_collate(batch):
             "expanded": batch[0][2].expand(5, 3)}
 
 
+def aliasing_collate(batch):
+    """Language-model style: inputs and targets are views of one tensor, which is also
+    in the batch twice; and a label tensor of its own."""
+    seq = torch.stack([b[2] for b in batch])
+    return {"seq": seq, "again": seq, "inputs": seq[:, :-1], "targets": seq[:, 1:],
+            "labels": torch.stack([b[1] for b in batch])}
+
+
+def nested_collate(batch):
+    return torch.nested.nested_tensor([b[2][: 1 + int(b[1]) % 3] for b in batch])
+
+
 class Carrying(Dataset):
     """A dataset that carries data (a tensor, a numpy array) and counts, in the process
     that made it, how often it was pickled; its samples tell whether the worker's copy

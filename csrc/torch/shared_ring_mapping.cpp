@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -31,6 +32,47 @@ int64_t checked_extent(const TensorRef& ref, size_t slot_bytes) {
               "tensor description reaches past its slot (", ref.offset, " + ", extent, " > ",
               slot_bytes, ")");
   return extent;
+}
+
+// Copies of the tensors `refs` describe in the slot at `base`. Tensors whose bytes
+// overlap (views of one another) are views of one copy of the bytes they span together,
+// so they still overlap; the others are copied each on its own, so that a tensor the
+// user keeps does not keep the rest of its batch. Pinned: from torch's host allocator.
+std::vector<at::Tensor> copy_out(const uint8_t* base, const std::vector<TensorRef>& refs,
+                                 const std::vector<int64_t>& extents, bool pinned) {
+  constexpr int64_t kAlign = 64;  // a copy starts as aligned as the slot's allocations
+  std::vector<at::Tensor> out(refs.size());
+  std::vector<size_t> order;
+  for (size_t i = 0; i < refs.size(); ++i) {
+    if (extents[i] > 0) {
+      order.push_back(i);
+    } else {
+      out[i] = at::empty_strided(refs[i].sizes, refs[i].strides,
+                                 at::TensorOptions().dtype(refs[i].dtype));
+    }
+  }
+  std::sort(order.begin(), order.end(),
+            [&](size_t a, size_t b) { return refs[a].offset < refs[b].offset; });
+  for (size_t k = 0; k < order.size();) {
+    int64_t lo = refs[order[k]].offset;
+    int64_t hi = lo + extents[order[k]];
+    size_t end = k + 1;
+    for (; end < order.size() && refs[order[end]].offset < hi; ++end) {
+      hi = std::max(hi, refs[order[end]].offset + extents[order[end]]);
+    }
+    lo -= lo % kAlign;
+    at::Tensor bytes =
+        at::empty({hi - lo}, at::TensorOptions().dtype(at::kByte).pinned_memory(pinned));
+    std::memcpy(bytes.data_ptr(), base + lo, static_cast<size_t>(hi - lo));
+    for (; k < end; ++k) {
+      const TensorRef& ref = refs[order[k]];
+      const int64_t itemsize = static_cast<int64_t>(c10::elementSize(ref.dtype));
+      out[order[k]] = at::empty({0}, at::TensorOptions().dtype(ref.dtype))
+                          .set_(bytes.storage(), (ref.offset - lo) / itemsize, ref.sizes,
+                                ref.strides);
+    }
+  }
+  return out;
 }
 
 // Shared by the views of one batch: the last one to die frees the slot.
@@ -144,7 +186,9 @@ std::vector<at::Tensor> SharedRingMapping::take(uint32_t slot, const std::vector
                                                 bool copy, bool pinned) {
   FERRY_CHECK(copy || !pinned, "pinned tensors are copies");
   uint8_t* base = ring_.slot(slot);
-  for (const auto& ref : refs) checked_extent(ref, ring_.slot_bytes());
+  std::vector<int64_t> extents;
+  extents.reserve(refs.size());
+  for (const auto& ref : refs) extents.push_back(checked_extent(ref, ring_.slot_bytes()));
   // Only a published batch may be taken, and only once: two sets of tensors sharing one
   // slot's memory would be silent corruption.
   FERRY_CHECK(ring_.transition(slot, SlotState::kReady, SlotState::kHeld), "slot ", slot,
@@ -153,11 +197,7 @@ std::vector<at::Tensor> SharedRingMapping::take(uint32_t slot, const std::vector
   out.reserve(refs.size());
   if (copy) {
     try {
-      for (const auto& ref : refs) {
-        at::Tensor in_slot = at::from_blob(base + ref.offset, ref.sizes, ref.strides,
-                                           at::TensorOptions().dtype(ref.dtype));
-        out.push_back(pinned ? in_slot.pin_memory() : in_slot.clone());
-      }
+      out = copy_out(base, refs, extents, pinned);
     } catch (...) {
       ring_.set(slot, SlotState::kFree);
       throw;

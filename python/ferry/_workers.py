@@ -171,12 +171,22 @@ class _TensorsByReference(pickle.Pickler):
     def __init__(self, file: Any) -> None:
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
         self.tensors: list[torch.Tensor] = []
+        self._ids: dict[int, int] = {}  # id(object) -> its persistent id
 
     def persistent_id(self, obj: Any) -> int | None:
         if isinstance(obj, torch.Tensor) and type(obj) is torch.Tensor:
-            self.tensors.append(obj)
-            return len(self.tensors) - 1
+            return self._set_aside(obj)
         return None
+
+    def _set_aside(self, obj: Any) -> int:
+        """`obj`'s persistent id. An object met twice is set aside once, so that it comes
+        back as one object, as pickle's memo would bring it back (persistent ids bypass
+        the memo). `tensors` keeps the objects, and so their ids, alive."""
+        pid = self._ids.get(id(obj))
+        if pid is None:
+            pid = self._ids[id(obj)] = len(self.tensors)
+            self.tensors.append(obj)
+        return pid
 
 
 class _TensorsFromList(pickle.Unpickler):
@@ -242,16 +252,18 @@ class _WorkerState:
         tensors = pickler.tensors
         own_slot = -1  # a slot claimed here, to give back if packing fails
         outgrown = None  # (ring, slot) this batch was collated into but does not fit
-        need = sum(_align(t.numel() * t.element_size()) for t in tensors if _fits_a_slot(t))
+        need, shared = _slot_layout(tensors, arena)
         if need and (self.ring is None or need > self.ring.slot_bytes):
             if slot >= 0:
                 outgrown = (self.ring, slot)
             self.grow_ring(need)
             slot, arena = own_slot, _ = self.claim()
+            need, shared = _slot_layout(tensors, arena)
         try:
             refs: list[Any] = []
+            copied: dict[int, int] = {}  # storage -> where its shared range is in the slot
             for t in tensors:  # tensors in an outgrown slot are copied into the new one
-                ref = self._reference(t, arena)
+                ref = self._reference(t, arena, shared, copied)
                 refs.append(ref if ref is not None else pickle.dumps(t, pickle.HIGHEST_PROTOCOL))
         except BaseException:
             self.release(own_slot)
@@ -264,13 +276,29 @@ class _WorkerState:
         return Packed(self.worker, self.ring_offset, slot, buf.getvalue(), refs)
 
     @staticmethod
-    def _reference(t: torch.Tensor, arena: _Arena | None) -> tuple | None:
-        """Where `t` lives in the slot (copied there if needed); None to pickle it."""
+    def _reference(t: torch.Tensor, arena: _Arena | None, shared: dict[int, tuple[int, int]],
+                   copied: dict[int, int]) -> tuple | None:
+        """Where `t` lives in the slot (copied there if needed); None to pickle it.
+        Tensors of one `shared` storage are placed as views of one copy of its range."""
         if arena is None or not _fits_a_slot(t):
             return None
         if t.numel() == 0:  # no bytes to place (and its data pointer may be null)
             return (0, t.dtype, list(t.shape), list(t.stride()))
         offset = arena.offset_of(t)
+        storage = t.untyped_storage()
+        span = shared.get(storage.data_ptr()) if offset is None else None
+        if span is not None:
+            lo, hi = span
+            at = copied.get(storage.data_ptr())
+            if at is None:
+                dst = arena.alloc(torch.uint8, (hi - lo,))
+                if dst is not None:
+                    whole = torch.empty(0, dtype=torch.uint8).set_(storage)
+                    dst.copy_(whole[lo:hi])
+                    at = copied[storage.data_ptr()] = arena.offset_of(dst)
+            if at is not None:
+                offset = at + (t.data_ptr() - storage.data_ptr() - lo)
+                return (offset, t.dtype, list(t.shape), list(t.stride()))
         if offset is None or any(s < 0 for s in t.stride()):
             dst = arena.alloc_like(t)
             if dst is None:
@@ -284,10 +312,50 @@ class _WorkerState:
             self.ring.set(slot, _ext.load().SlotState.FREE)
 
 
+def _slot_layout(tensors: list[torch.Tensor],
+                 arena: _Arena | None) -> tuple[int, dict[int, tuple[int, int]]]:
+    """The bytes a batch's tensors need in a slot, and the storages that several of them
+    (outside the slot) view: storage pointer -> the byte range [lo, hi) copied once into
+    the slot, so that they stay views of one another (torch's workers share each storage
+    whole). A range more than twice the size of its tensors (views scattered over a big
+    storage) is not shared: its tensors are copied each on its own."""
+    groups: dict[int, list[torch.Tensor]] = {}
+    need = 0
+    for t in tensors:
+        if not _fits_a_slot(t):
+            continue
+        nbytes = _align(t.numel() * t.element_size())
+        if t.numel() == 0 or (arena is not None and arena.offset_of(t) is not None):
+            need += nbytes
+        else:
+            groups.setdefault(t.untyped_storage().data_ptr(), []).append(t)
+    shared: dict[int, tuple[int, int]] = {}
+    for base, views in groups.items():
+        own = sum(_align(t.numel() * t.element_size()) for t in views)
+        if len(views) > 1:
+            lo = min(t.data_ptr() for t in views) - base
+            lo -= lo % _ALIGN  # each view keeps its alignment
+            hi = max(t.data_ptr() - base + _extent(t) for t in views)
+            if hi - lo <= 2 * own:
+                shared[base] = (lo, hi)
+                need += _align(hi - lo)
+                continue
+        need += own
+    return need, shared
+
+
+def _extent(t: torch.Tensor) -> int:
+    """Bytes from `t`'s first element to the end of its last."""
+    return (1 + sum((n - 1) * st for n, st in zip(t.shape, t.stride(), strict=True))) * (
+        t.element_size()
+    )
+
+
 def _fits_a_slot(t: torch.Tensor) -> bool:
     """Whether `t` can travel as bytes in a slot (else it is pickled as it is)."""
     return (
         t.layout == torch.strided
+        and not t.is_nested
         and t.device.type == "cpu"
         and not t.is_quantized
         and not t.requires_grad
@@ -397,8 +465,7 @@ class _SetAside(_TensorsByReference):
         if isinstance(obj, (torch.Tensor, torch.UntypedStorage, torch.TypedStorage)) or (
             type(obj) in _ForkingPickler._extra_reducers and type(obj) not in _PLAIN_TYPES
         ):
-            self.tensors.append(obj)
-            return len(self.tensors) - 1
+            return self._set_aside(obj)
         return None
 
 
