@@ -158,8 +158,22 @@ def aliasing_collate(batch):
     """Language-model style: inputs and targets are views of one tensor, which is also
     in the batch twice; and a label tensor of its own."""
     seq = torch.stack([b[2] for b in batch])
-    return {"seq": seq, "again": seq, "inputs": seq[:, :-1], "targets": seq[:, 1:],
+    return {"seq": seq, "seq_again": seq, "inputs": seq[:, :-1], "targets": seq[:, 1:],
             "labels": torch.stack([b[1] for b in batch])}
+
+
+def same_address_collate(batch):
+    """Two tensors over two storages that start at one address (numpy memory seen
+    twice): torch's workers send them as two storages."""
+    a = np.arange(64, dtype=np.float32) + float(batch[0][1])
+    return {"short": torch.from_numpy(a[:2]), "long": torch.from_numpy(a[:8]),
+            "short_2": torch.from_numpy(a[:2])}
+
+
+def scattered_views_collate(batch):
+    """Views of one large storage: two overlapping, one far away."""
+    big = torch.arange(100_000, dtype=torch.float32) + float(batch[0][1])
+    return {"wide": big[0:1000], "inside": big[500:600], "far": big[99_000:99_010]}
 
 
 def nested_collate(batch):

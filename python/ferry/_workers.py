@@ -252,18 +252,18 @@ class _WorkerState:
         tensors = pickler.tensors
         own_slot = -1  # a slot claimed here, to give back if packing fails
         outgrown = None  # (ring, slot) this batch was collated into but does not fit
-        need, shared = _slot_layout(tensors, arena)
+        need, placed = _slot_layout(tensors, arena)
         if need and (self.ring is None or need > self.ring.slot_bytes):
             if slot >= 0:
                 outgrown = (self.ring, slot)
             self.grow_ring(need)
             slot, arena = own_slot, _ = self.claim()
-            need, shared = _slot_layout(tensors, arena)
+            need, placed = _slot_layout(tensors, arena)
         try:
             refs: list[Any] = []
-            copied: dict[int, int] = {}  # storage -> where its shared range is in the slot
+            copied: dict[tuple[int, int, int], int] = {}
             for t in tensors:  # tensors in an outgrown slot are copied into the new one
-                ref = self._reference(t, arena, shared, copied)
+                ref = self._reference(t, arena, placed, copied)
                 refs.append(ref if ref is not None else pickle.dumps(t, pickle.HIGHEST_PROTOCOL))
         except BaseException:
             self.release(own_slot)
@@ -276,28 +276,30 @@ class _WorkerState:
         return Packed(self.worker, self.ring_offset, slot, buf.getvalue(), refs)
 
     @staticmethod
-    def _reference(t: torch.Tensor, arena: _Arena | None, shared: dict[int, tuple[int, int]],
-                   copied: dict[int, int]) -> tuple | None:
+    def _reference(t: torch.Tensor, arena: _Arena | None,
+                   placed: dict[int, tuple[int, int, int]],
+                   copied: dict[tuple[int, int, int], int]) -> tuple | None:
         """Where `t` lives in the slot (copied there if needed); None to pickle it.
-        Tensors of one `shared` storage are placed as views of one copy of its range."""
+        Tensors `placed` in one range of a storage are views of one copy of that range
+        (`copied`: range -> its offset in the slot)."""
         if arena is None or not _fits_a_slot(t):
             return None
         if t.numel() == 0:  # no bytes to place (and its data pointer may be null)
             return (0, t.dtype, list(t.shape), list(t.stride()))
         offset = arena.offset_of(t)
-        storage = t.untyped_storage()
-        span = shared.get(storage.data_ptr()) if offset is None else None
-        if span is not None:
-            lo, hi = span
-            at = copied.get(storage.data_ptr())
+        cluster = placed.get(id(t)) if offset is None else None
+        if cluster is not None:
+            storage = t.untyped_storage()
+            at = copied.get(cluster)
             if at is None:
+                _, lo, hi = cluster
                 dst = arena.alloc(torch.uint8, (hi - lo,))
                 if dst is not None:
                     whole = torch.empty(0, dtype=torch.uint8).set_(storage)
                     dst.copy_(whole[lo:hi])
-                    at = copied[storage.data_ptr()] = arena.offset_of(dst)
+                    at = copied[cluster] = arena.offset_of(dst)
             if at is not None:
-                offset = at + (t.data_ptr() - storage.data_ptr() - lo)
+                offset = at + (t.data_ptr() - storage.data_ptr() - cluster[1])
                 return (offset, t.dtype, list(t.shape), list(t.stride()))
         if offset is None or any(s < 0 for s in t.stride()):
             dst = arena.alloc_like(t)
@@ -313,35 +315,45 @@ class _WorkerState:
 
 
 def _slot_layout(tensors: list[torch.Tensor],
-                 arena: _Arena | None) -> tuple[int, dict[int, tuple[int, int]]]:
-    """The bytes a batch's tensors need in a slot, and the storages that several of them
-    (outside the slot) view: storage pointer -> the byte range [lo, hi) copied once into
-    the slot, so that they stay views of one another (torch's workers share each storage
-    whole). A range more than twice the size of its tensors (views scattered over a big
-    storage) is not shared: its tensors are copied each on its own."""
-    groups: dict[int, list[torch.Tensor]] = {}
+                 arena: _Arena | None) -> tuple[int, dict[int, tuple[int, int, int]]]:
+    """The bytes a batch's tensors need in a slot, and where tensors (outside the slot)
+    that overlap in one storage go: id(tensor) -> (storage, lo, hi), the byte range of
+    that storage copied once into the slot, so that they stay views of one another as
+    torch's workers keep them (they share each storage whole). A range more than twice
+    the size of its tensors (views scattered over a big storage) is not copied: its
+    tensors are copied each on its own."""
+    by_storage: dict[int, list[torch.Tensor]] = {}
     need = 0
     for t in tensors:
         if not _fits_a_slot(t):
             continue
-        nbytes = _align(t.numel() * t.element_size())
         if t.numel() == 0 or (arena is not None and arena.offset_of(t) is not None):
-            need += nbytes
-        else:
-            groups.setdefault(t.untyped_storage().data_ptr(), []).append(t)
-    shared: dict[int, tuple[int, int]] = {}
-    for base, views in groups.items():
-        own = sum(_align(t.numel() * t.element_size()) for t in views)
-        if len(views) > 1:
-            lo = min(t.data_ptr() for t in views) - base
+            need += _align(t.numel() * t.element_size())
+        else:  # keyed by the storage itself: two storages may start at one address
+            by_storage.setdefault(t.untyped_storage()._cdata, []).append(t)
+    placed: dict[int, tuple[int, int, int]] = {}
+    for key, views in by_storage.items():
+        base = views[0].untyped_storage().data_ptr()
+        views.sort(key=lambda t: t.data_ptr())
+        k = 0
+        while k < len(views):  # a sweep over the views' byte ranges, in clusters that overlap
+            lo = views[k].data_ptr() - base
+            hi = lo + _extent(views[k])
+            end = k + 1
+            while end < len(views) and views[end].data_ptr() - base < hi:
+                hi = max(hi, views[end].data_ptr() - base + _extent(views[end]))
+                end += 1
+            cluster = views[k:end]
+            own = sum(_align(t.numel() * t.element_size()) for t in cluster)
             lo -= lo % _ALIGN  # each view keeps its alignment
-            hi = max(t.data_ptr() - base + _extent(t) for t in views)
-            if hi - lo <= 2 * own:
-                shared[base] = (lo, hi)
+            if len(cluster) > 1 and hi - lo <= 2 * own:
+                for t in cluster:
+                    placed[id(t)] = (key, lo, hi)
                 need += _align(hi - lo)
-                continue
-        need += own
-    return need, shared
+            else:
+                need += own
+            k = end
+    return need, placed
 
 
 def _extent(t: torch.Tensor) -> int:
