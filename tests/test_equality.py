@@ -277,6 +277,35 @@ def test_sampler_drawn_as_far_ahead_as_torch_draws_it(workers, dataset):
         assert_same_batches(expected, got)
 
 
+@pytest.mark.parametrize(
+    "make_sampler",
+    [
+        lambda ds, g: RandomSampler(ds, generator=g),
+        lambda ds, g: RandomSampler(ds, num_samples=40, generator=g),
+        lambda ds, g: RandomSampler(ds, num_samples=27, generator=g),
+        lambda ds, g: RandomSampler(ds, replacement=True, num_samples=70, generator=g),
+    ],
+    ids=["epoch", "two-permutations", "permutation-and-a-part", "replacement"],
+)
+def test_without_workers_the_generator_moves_when_torch_moves_it(make_sampler):
+    # Batches read ahead must not draw the sampler's next permutation early: code that
+    # draws from the same generator between batches sees what it sees with torch.
+    ds = TensorDataset(torch.arange(20))
+
+    def states(cls):
+        g = torch.Generator().manual_seed(3)
+        loader = cls(ds, sampler=make_sampler(ds, g), batch_size=3)
+        return [(batch, g.get_state()) for batch in loader] + [(None, g.get_state())]
+
+    expected = states(torch.utils.data.DataLoader)
+    got = states(ferry.DataLoader)
+    assert len(got) == len(expected)
+    for k, ((eb, es), (gb, gs)) in enumerate(zip(expected, got, strict=True)):
+        if eb is not None:
+            assert_same_batches([eb], [gb])
+        assert torch.equal(es, gs), f"generator moved differently by batch {k}"
+
+
 def test_memmap_dataset(tmp_path):
     path = tmp_path / "images.u8"
     mm = np.memmap(path, dtype=np.uint8, mode="w+", shape=(300, 3, 4, 4))
@@ -298,6 +327,11 @@ def test_sequential_sampler_and_custom_iterable_sampler():
     run_both(ds, {"batch_sampler": index_tensors}, seed=0)
     # unbatched: a one-element tensor indexes with its shape kept, a 0-d one without
     run_both(ds, {"sampler": [torch.tensor([3]), torch.tensor(4)], "batch_size": None}, seed=0)
+    # a 0-d uint8 or bool tensor is a mask to torch, not an index
+    masks = [torch.tensor(1, dtype=torch.uint8), torch.tensor(True), torch.tensor(2)]
+    run_both(ds, {"sampler": masks, "batch_size": None}, seed=0)
+    masks = [torch.tensor(1, dtype=torch.uint8), torch.tensor(True)]
+    run_both(ds, {"sampler": masks, "batch_size": 2}, seed=0)
 
 
 def test_concat_dataset_indexed_with_its_stored_sizes():

@@ -19,8 +19,17 @@ constexpr double kSignalCheckSeconds = 0.05;
 // slice, ...), which then takes torch's own path and gets torch's own behaviour.
 std::optional<int64_t> as_plain_index(PyObject* obj) {
   if (PyBool_Check(obj) || !PyIndex_Check(obj)) return std::nullopt;
-  // A one-element tensor has __index__ too, but torch indexes with its shape kept.
-  if (THPVariable_Check(obj) && THPVariable_Unpack(obj).dim() != 0) return std::nullopt;
+  // A one-element tensor has __index__ too, but torch indexes with its shape kept, and a
+  // uint8 or bool tensor is a mask to torch: only a 0-d tensor of another integer type
+  // is an index.
+  if (THPVariable_Check(obj)) {
+    const at::Tensor& t = THPVariable_Unpack(obj);
+    const at::ScalarType type = t.scalar_type();
+    if (t.dim() != 0 || !at::isIntegralType(type, /*includeBool=*/false) ||
+        type == at::kByte) {
+      return std::nullopt;
+    }
+  }
   int overflow = 0;
   long long v;
   if (PyLong_CheckExact(obj)) {

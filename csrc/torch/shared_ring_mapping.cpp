@@ -48,7 +48,7 @@ std::vector<at::Tensor> copy_out(const uint8_t* base, const std::vector<TensorRe
       order.push_back(i);
     } else {
       out[i] = at::empty_strided(refs[i].sizes, refs[i].strides,
-                                 at::TensorOptions().dtype(refs[i].dtype));
+                                 at::TensorOptions().dtype(refs[i].dtype).pinned_memory(pinned));
     }
   }
   std::sort(order.begin(), order.end(),

@@ -166,8 +166,13 @@ _STOCK_SAMPLERS = (
 
 def may_draw_ahead(index_sampler: Any) -> bool:
     """Whether the sampler can be run ahead of the consumer without changing its indices
-    (a sampler reading the global RNG or the training loop's state cannot)."""
+    or when its generator moves (a sampler reading the global RNG or the training loop's
+    state cannot; RandomSampler with replacement draws from its generator every 32
+    indices). RandomSampler without replacement is drawn ahead by batches that do not
+    reach its next permutation (see _refill)."""
     sampler = index_sampler.sampler if type(index_sampler) is BatchSampler else index_sampler
+    if type(sampler) is RandomSampler and sampler.replacement and sampler.generator is not None:
+        return False
     return type(sampler) in _STOCK_SAMPLERS
 
 
@@ -250,6 +255,9 @@ class NativeIter(Resumable, _BaseDataLoaderIter):
 
     def _refill(self) -> None:
         while not self._sampler_done and self._gather.in_flight < self._depth:
+            if (self._num_workers == 0 and self._gather.in_flight and self._stock_sampler
+                    and self._sampler_iter.draws_next()):
+                break  # as torch without workers: the generator moves when this batch is due
             try:
                 index = self._next_index()
             except StopIteration:

@@ -16,40 +16,70 @@ batch that comes out short ends the iteration (dropped with ``drop_last``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler
 
 
-def stock_batches(index_sampler: Any) -> Iterator[torch.Tensor] | None:
+def stock_batches(index_sampler: Any) -> StockBatches | None:
     """The batches of a stock ``BatchSampler`` over a ``SequentialSampler`` or a
     ``RandomSampler`` without replacement, as int64 tensors; None for any other."""
     if type(index_sampler) is not BatchSampler:
         return None
     sampler = index_sampler.sampler
-    batch_size, drop_last = index_sampler.batch_size, index_sampler.drop_last
     if type(sampler) is SequentialSampler:
-        source: _Indices = _Sequential(len(sampler.data_source))
-    elif type(sampler) is RandomSampler and not sampler.replacement:
+        return StockBatches(index_sampler, draws=False)
+    if type(sampler) is RandomSampler and not sampler.replacement and len(sampler.data_source):
+        return StockBatches(index_sampler, draws=True)
+    return None
+
+
+class StockBatches:
+    """An iterator over the batches, reading the samplers' settings when the first batch
+    is asked for, as torch's generator functions do."""
+
+    def __init__(self, index_sampler: BatchSampler, draws: bool) -> None:
+        self._index_sampler = index_sampler
+        self._draws = draws
+        self._source: _Indices | None = None
+        self._batch_size = 0
+        self._drop_last = False
+        self._ended = False
+
+    def __iter__(self) -> StockBatches:
+        return self
+
+    def __next__(self) -> torch.Tensor:
+        if self._ended:
+            raise StopIteration
+        if self._source is None:
+            self._source = self._start()
+        batch = self._source.take(self._batch_size)
+        if len(batch) < self._batch_size:  # the indices ran out: the last batch, if any
+            self._ended = True
+            if self._drop_last or len(batch) == 0:
+                raise StopIteration
+        return batch
+
+    def draws_next(self) -> bool:
+        """Whether asking for the next batch draws from a generator (the seed, or a
+        permutation): a loader without workers asks for it only when it is needed, as
+        torch does, so that the generator moves at the same moment."""
+        if self._ended:
+            return False
+        if self._source is None:
+            return self._draws
+        return self._source.draws_within(self._batch_size)
+
+    def _start(self) -> _Indices:
+        batches = self._index_sampler
+        self._batch_size, self._drop_last = batches.batch_size, batches.drop_last
+        sampler = batches.sampler
         n = len(sampler.data_source)
-        if n <= 0:  # torch's own iteration raises its error
-            return None
-        source = _Permutations(n, sampler.num_samples, sampler.generator)
-    else:
-        return None
-    return _batches(source, batch_size, drop_last)
-
-
-def _batches(source: _Indices, batch_size: int, drop_last: bool) -> Iterator[torch.Tensor]:
-    while True:
-        batch = source.take(batch_size)
-        if len(batch) < batch_size and (drop_last or len(batch) == 0):
-            return
-        yield batch
-        if len(batch) < batch_size:
-            return
+        if not self._draws:
+            return _Sequential(n)
+        return _Permutations(n, sampler.num_samples, sampler.generator)
 
 
 class _Indices:
@@ -57,14 +87,18 @@ class _Indices:
         """The next (up to) k indices, asked for one by one as BatchSampler asks."""
         raise NotImplementedError
 
+    def draws_within(self, k: int) -> bool:
+        """Whether asking for the next k indices draws from a generator."""
+        return False
+
 
 class _Sequential(_Indices):
     def __init__(self, n: int) -> None:
-        self._all = torch.arange(n, dtype=torch.int64)
+        self._n = n
         self._next = 0
 
     def take(self, k: int) -> torch.Tensor:
-        out = self._all[self._next : self._next + k]
+        out = torch.arange(self._next, min(self._next + k, self._n), dtype=torch.int64)
         self._next += len(out)
         return out
 
@@ -82,6 +116,9 @@ class _Permutations(_Indices):
         self._perm = torch.empty(0, dtype=torch.int64)  # the last one, and where we are in it
         self._at = 0
         self._ended = False
+
+    def draws_within(self, k: int) -> bool:
+        return not self._ended and len(self._perm) - self._at < k and self._made <= self._full
 
     def _make_next(self) -> None:
         if self._generator is None:

@@ -691,10 +691,9 @@ class WorkerIter(Resumable, _MultiProcessingDataLoaderIter):
             # two of its own checks, with a message that names no worker. ferry polls
             # its workers while it waits (_try_get_data), so a death is reported by the
             # next next(), naming the worker, and the handler is told not to watch them.
-            if self._worker_pids_set:
-                _utils.signal_handling._remove_worker_pids(id(self))
-                self._worker_pids_set = False
+            self._unwatch_workers()
         except BaseException:
+            self._unwatch_workers()  # torch's constructor failed after starting them
             self._close_ring_fds()
             raise
         finally:
@@ -704,6 +703,11 @@ class WorkerIter(Resumable, _MultiProcessingDataLoaderIter):
                 self._dataset = loader.dataset
         # not torch's _pin_memory, which would make it look for its pin thread
         self._pin_batches = _pin_memory_setting(loader)
+
+    def _unwatch_workers(self) -> None:
+        if getattr(self, "_worker_pids_set", False):
+            _utils.signal_handling._remove_worker_pids(id(self))
+            self._worker_pids_set = False
 
     # --- batches --------------------------------------------------------------------
     def _next_index(self) -> Any:
