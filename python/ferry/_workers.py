@@ -407,6 +407,7 @@ class RingCollate:
         state = self._state
         started = time.monotonic()
         slot, arena = state.claim()
+        packed = None
         try:
             if self.collate_fn is default_collate:
                 fn_map = {**default_collate_fn_map, torch.Tensor: partial(_stack_into_slot, arena)}
@@ -422,7 +423,9 @@ class RingCollate:
             packed.collate_started, packed.finished = started, time.monotonic()
             return packed
         except BaseException:
-            state.release(slot)
+            # once packed, the batch is in the slot pack published (in a larger ring
+            # when it outgrew the one it was collated into)
+            state.release(packed.slot if packed is not None else slot)
             raise
 
 
