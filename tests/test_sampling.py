@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 import torch
-from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler
+from torch.utils.data import BatchSampler, DistributedSampler, RandomSampler, SequentialSampler
 
 from ferry._sampling import stock_batches
 
@@ -58,6 +58,39 @@ def test_random_sampler(n, num_samples, batch_size, drop_last, own_generator):
 @pytest.mark.parametrize("n, batch_size", [(0, 2), (1, 1), (7, 3), (9, 3), (5, 8)])
 def test_sequential_sampler(n, batch_size, drop_last):
     run(lambda g: SequentialSampler(range(n)), batch_size, drop_last, own_generator=True)
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+@pytest.mark.parametrize("drop_last", [False, True])
+@pytest.mark.parametrize("n, replicas", [(10, 3), (12, 4), (2, 5), (0, 2), (7, 1), (1, 3)])
+def test_distributed_sampler(n, replicas, drop_last, shuffle):
+    for rank in range(replicas):
+        for epoch in (0, 3):
+            def make(g, rank=rank, epoch=epoch):
+                s = DistributedSampler(range(n), replicas, rank, shuffle, seed=5,
+                                       drop_last=drop_last)
+                s.set_epoch(epoch)
+                return s
+            for batch_size, batch_drop in ((2, False), (3, True)):
+                run(make, batch_size, batch_drop, own_generator=False)
+
+
+def test_distributed_sampler_over_a_dataset_that_changed_length():
+    data = list(range(10))
+    for grown in (3, 20):
+        s = DistributedSampler(data, 3, 1, shuffle=True, seed=1)
+        data.extend(range(grown))
+        expected = got = None
+        try:
+            expected = list(BatchSampler(s, 2, False))
+        except AssertionError as e:
+            expected = str(e)
+        try:
+            got = [b.tolist() for b in stock_batches(BatchSampler(s, 2, False))]
+        except AssertionError as e:
+            got = str(e)
+        assert got == expected
+        del data[10:]
 
 
 def test_a_stopped_iterator_stays_stopped():

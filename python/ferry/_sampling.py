@@ -3,8 +3,8 @@
 ``BatchSampler(RandomSampler(...))`` yields each index as a Python int, one generator step
 at a time: about 80 ns a sample, which on a small machine is a good share of a core the
 native gather's threads could use. For the stock samplers the batches are slices of one
-``randperm`` (or ``arange``), so they are handed over here as tensor slices, which the C++
-gather reads directly.
+``randperm`` (or ``arange``; a ``DistributedSampler``'s are its padded and strided share of
+one), so they are handed over here as tensor slices, which the C++ gather reads directly.
 
 The generator draws are those torch makes, at the same moments: ``RandomSampler`` draws
 its seed (without a generator of its own) and each ``randperm`` when the first index of
@@ -16,15 +16,17 @@ batch that comes out short ends the iteration (dropped with ``drop_last``).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
-from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler
+from torch.utils.data import BatchSampler, DistributedSampler, RandomSampler, SequentialSampler
 
 
 def stock_batches(index_sampler: Any) -> StockBatches | None:
-    """The batches of a stock ``BatchSampler`` over a ``SequentialSampler`` or a
-    ``RandomSampler`` without replacement, as int64 tensors; None for any other."""
+    """The batches of a stock ``BatchSampler`` over a ``SequentialSampler``, a
+    ``RandomSampler`` without replacement or a ``DistributedSampler``, as int64 tensors;
+    None for any other."""
     if type(index_sampler) is not BatchSampler:
         return None
     sampler = index_sampler.sampler
@@ -32,6 +34,8 @@ def stock_batches(index_sampler: Any) -> StockBatches | None:
         return StockBatches(index_sampler, draws=False)
     if type(sampler) is RandomSampler and not sampler.replacement and len(sampler.data_source):
         return StockBatches(index_sampler, draws=True)
+    if type(sampler) is DistributedSampler:  # its generator is its own, made anew each epoch
+        return StockBatches(index_sampler, draws=False)
     return None
 
 
@@ -76,6 +80,8 @@ class StockBatches:
         batches = self._index_sampler
         self._batch_size, self._drop_last = batches.batch_size, batches.drop_last
         sampler = batches.sampler
+        if type(sampler) is DistributedSampler:
+            return _Fixed(_rank_indices(sampler))
         n = len(sampler.data_source)
         if not self._draws:
             return _Sequential(n)
@@ -101,6 +107,47 @@ class _Sequential(_Indices):
         out = torch.arange(self._next, min(self._next + k, self._n), dtype=torch.int64)
         self._next += len(out)
         return out
+
+
+class _Fixed(_Indices):
+    def __init__(self, indices: torch.Tensor) -> None:
+        self._all = indices
+        self._next = 0
+
+    def take(self, k: int) -> torch.Tensor:
+        out = self._all[self._next : self._next + k]
+        self._next += len(out)
+        return out
+
+
+def _rank_indices(s: DistributedSampler) -> torch.Tensor:
+    """The indices DistributedSampler.__iter__ gives this rank, as a tensor."""
+    n = len(s.dataset)
+    if s.shuffle:
+        g = torch.Generator()
+        g.manual_seed(s.seed + s.epoch)
+        indices = torch.randperm(n, generator=g)
+    else:
+        indices = torch.arange(n, dtype=torch.int64)
+    if not s.drop_last:  # padded with its own start (as torch slices lists, even when
+        padding = s.total_size - n  # the dataset grew since and padding < 0)
+        if padding <= n:
+            indices = torch.cat([indices, indices[:padding]])
+        else:
+            indices = torch.cat([indices, indices.repeat(math.ceil(padding / n))[:padding]])
+    else:
+        indices = indices[: s.total_size]
+    if len(indices) != s.total_size:
+        raise AssertionError(
+            f"Number of indices ({len(indices)}) does not match total_size ({s.total_size})"
+        )
+    indices = indices[s.rank : s.total_size : s.num_replicas]
+    if len(indices) != s.num_samples:
+        raise AssertionError(
+            f"Number of subsampled indices ({len(indices)}) does not match num_samples "
+            f"({s.num_samples})"
+        )
+    return indices
 
 
 class _Permutations(_Indices):
