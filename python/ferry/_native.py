@@ -234,15 +234,16 @@ class NativeIter(Resumable, _BaseDataLoaderIter):
         # it (a KeyboardInterrupt may land between any two bytecodes).
         self._passthrough: dict[int, Any] = {}
         self._sampler_done = False
-        self._use_stock_batches()
         self._torch_fetcher = _MapDatasetFetcher(
             self._dataset, self._auto_collation, self._collate_fn, self._drop_last
         )
         if self._num_workers > 0:
             # As torch's worker iterator, whose constructor ends with _reset: the sampler
             # is iterated a second time (one that draws when iterated draws twice), and
-            # read ahead.
+            # read ahead. _reset takes the stock batches.
             self._reset(loader, first_iter=True)
+        else:
+            self._use_stock_batches()
 
     def _use_stock_batches(self) -> None:
         """torch's stock batch samplers are drawn as int64 tensors, with the same generator
