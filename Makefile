@@ -8,8 +8,16 @@ EXT_SOURCES = setup.py $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '
 
 all: build
 
+# An installed torch at least TORCH_MIN is kept, whatever its build (the GPU machine's CUDA
+# torch, a user's own): only where there is none, or an older one, the pinned one is
+# installed. The extension builds against whichever torch this leaves.
+TORCH_MIN = 2.6
 deps: $(STAMPS)/deps
-$(STAMPS)/deps: requirements-dev.txt
+$(STAMPS)/deps: requirements-dev.txt requirements-torch.txt
+	@if $(PYTHON) -c "import sys, torch; v = torch.__version__.split('+')[0].split('.'); \
+	    sys.exit(tuple(map(int, v[:2])) < tuple(map(int, '$(TORCH_MIN)'.split('.'))))" 2>/dev/null; \
+	then echo "ferry: keeping the installed torch $$($(PYTHON) -c 'import torch; print(torch.__version__)')"; \
+	else $(PIP) install --quiet --disable-pip-version-check -r requirements-torch.txt; fi
 	$(PIP) install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@mkdir -p $(STAMPS) && touch $@
 
@@ -36,18 +44,22 @@ test-py: build
 
 test: test-cpp test-py
 
-# Side by side with torch.utils.data.DataLoader: every workload (python -m ferry.bench).
+# Side by side with torch.utils.data.DataLoader: every workload (python -m ferry.bench),
+# the figures in bench_results/bench.json and drawn in bench_results/bench.png.
 bench: build
-	PYTHONPATH=python $(PYTHON) -m ferry.bench
+	@mkdir -p bench_results
+	PYTHONPATH=python $(PYTHON) -m ferry.bench --json bench_results/bench.json \
+	  --plot bench_results/bench.png
 
 bench-quick: build
 	PYTHONPATH=python $(PYTHON) -m ferry.bench --quick
 
-# On a machine with a CUDA GPU: every test, with the CUDA skips turned into failures, then
-# the GPU benchmarks (figures in gpu-bench.json).
-gpu-check: build
-	FERRY_FAIL_WITHOUT_CUDA=1 $(MAKE) test
-	PYTHONPATH=python $(PYTHON) -m ferry.bench --workloads W1,H2D,TRAIN --json gpu-bench.json
+# On a machine with a CUDA GPU, as it is (its own torch kept): build with the CUDA kernels,
+# every GPU test with the CUDA skips turned into failures, the GPU benchmarks, one results
+# file (GPU_CHECK_OUT/gpu-check.json). DRY_RUN=1 shows the steps on any machine.
+GPU_CHECK_OUT ?= build/gpu-check
+gpu-check:
+	$(PYTHON) benchmarks/gpu_check.py --out $(GPU_CHECK_OUT) $(if $(DRY_RUN),--dry-run)
 
 clean:
 	rm -rf build python/ferry/_C*.so

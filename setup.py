@@ -12,8 +12,38 @@ from __future__ import annotations
 
 import glob
 import os
+import sys
 
 from setuptools import setup
+
+
+def check_wheel_command() -> None:
+    """pip (PEP 517) builds a wheel through the `bdist_wheel` command, which setuptools has
+    had since 70.1 and older ones take from the `wheel` package. With
+    --no-build-isolation pip installs neither: a venv made with --system-site-packages on
+    Python 3.11 brings its own setuptools 65 and no `wheel`, and the build would stop with
+    "invalid command 'bdist_wheel'". Say what to install instead."""
+    if not {"dist_info", "bdist_wheel", "editable_wheel"} & set(sys.argv[1:]):
+        return
+    try:
+        from setuptools.command.bdist_wheel import bdist_wheel  # noqa: F401  (>= 70.1)
+        return
+    except ImportError:
+        pass
+    try:
+        import wheel  # noqa: F401
+    except ImportError:
+        import setuptools
+
+        raise SystemExit(
+            f"ferry: this environment's setuptools {setuptools.__version__} cannot build a "
+            "wheel (it has no bdist_wheel command and the `wheel` package is not installed), "
+            "and --no-build-isolation installs no build requirements. Upgrade it, then run "
+            "the same command again:\n    python -m pip install 'setuptools>=70.1'"
+        ) from None
+
+
+check_wheel_command()
 
 try:
     import torch
@@ -55,6 +85,12 @@ def cuda_kernels_wanted() -> bool:
         raise SystemExit(f"FERRY_CUDA_KERNELS=1, but {missing}.")
     return missing is None
 
+
+print(
+    f"ferry: building against torch {torch.__version__} "
+    f"({'CUDA ' + torch.version.cuda if torch.version.cuda else 'CPU-only build'})",
+    file=sys.stderr,
+)
 
 cxx_flags = ["-O3", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fvisibility=hidden"]
 if os.environ.get("FERRY_DEBUG"):
