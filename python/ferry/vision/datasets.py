@@ -234,7 +234,7 @@ class ImageList(ImageSamples):
 def _read_rows(path: str | os.PathLike) -> list[list[str]]:
     """The fields of every non-blank row, each with a file name and a label."""
     rows = []
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # Excel writes a BOM
         reader = csv.reader(f)
         for row in reader:
             fields = [field.strip() for field in row]
