@@ -194,7 +194,7 @@ def test_home_is_expanded(tree, monkeypatch):
 
 def test_datasets_pickle(tree):
     ds = ImageFolder(str(tree), transform=T.Compose([T.Resize(3), T.ToTensor()]))
-    ds.image_size(0)
+    ds._native_size(0)
     copy = pickle.loads(pickle.dumps(ds))
     assert copy.samples == ds.samples and copy.classes == ds.classes
     torch.manual_seed(0)

@@ -237,6 +237,7 @@ def test_native_dispatch_stays_off_for_python_transforms_and_loaders(folder, fak
 
 def test_native_sample_draws_what_getitem_draws(folder, fake_native):
     ds = ImageFolder(folder, transform=PLANNABLE["cifar_like"](), target_transform=str)
+    assert ds.supports_native()
     for i in range(len(ds)):
         path, target = ds.samples[i]
         width, height = Image.open(path).size
@@ -246,7 +247,7 @@ def test_native_sample_draws_what_getitem_draws(folder, fake_native):
         torch.manual_seed(i)
         assert ds.native_sample(i) == (path, expected_ops, str(target))
         assert torch.equal(torch.get_rng_state(), state)
-        assert ds.image_size(i) == (width, height)
+        assert ds._native_size(i) == (width, height)
     fake = fake_native()
     torch.manual_seed(0)
     path, ops, target = ds.native_sample(0)
@@ -258,19 +259,21 @@ def test_native_sample_draws_what_getitem_draws(folder, fake_native):
 def test_native_sample_is_none_for_the_python_path(folder):
     ds = ImageFolder(folder, transform=NOT_PLANNABLE["edge_padding"]())
     state = torch.get_rng_state()
-    assert ds.native_sample(0) is None
+    assert not ds.supports_native() and ds.native_sample(0) is None
     assert torch.equal(torch.get_rng_state(), state)
+    ds = ImageFolder(folder, transform=T.ToTensor(), loader=lambda p: pil_loader(p).rotate(90))
+    assert not ds.supports_native() and ds.native_sample(0) is None
 
 
 def test_size_cache_follows_the_samples(folder, tmp_path):
     ds = ImageFolder(folder, transform=T.ToTensor())
-    first = ds.image_size(0)
+    first = ds._native_size(0)
     other = tmp_path / "small.png"
     Image.fromarray(np.zeros((7, 9, 3), np.uint8)).save(other)
     ds.samples[0] = (str(other), 0)  # replaced in place: the cache notices the new path
-    assert ds.image_size(0) == (9, 7) != first
+    assert ds._native_size(0) == (9, 7) != first
     bmp = tmp_path / "x.bmp"
     Image.fromarray(np.zeros((5, 5, 3), np.uint8)).save(bmp)
     ds.samples.append((str(bmp), 1))  # a format the native decoders lack
-    assert ds.image_size(len(ds) - 1) is None
+    assert ds._native_size(len(ds) - 1) is None
     assert ds.native_sample(len(ds) - 1) is None

@@ -13,7 +13,6 @@ from __future__ import annotations
 from . import transforms
 from ._functional import InterpolationMode
 from ._plan import plan_sample
-from ._samples import ImageSamples
 from .datasets import (
     IMG_EXTENSIONS,
     DatasetFolder,
@@ -28,7 +27,6 @@ __all__ = [
     "DatasetFolder",
     "ImageFolder",
     "ImageList",
-    "ImageSamples",
     "InterpolationMode",
     "default_loader",
     "pil_loader",

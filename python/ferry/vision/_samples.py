@@ -83,7 +83,7 @@ class ImageSamples(torch.utils.data.Dataset):
         (``self[index]`` then does all of it)."""
         path, target = self.samples[index]
         compiled = self._compiled()
-        size = None if compiled is None else self.image_size(index)
+        size = None if compiled is None else self._native_size(index)
         if size is None:
             return None
         ops = compiled.draw(*size)
@@ -91,7 +91,13 @@ class ImageSamples(torch.utils.data.Dataset):
             target = self.target_transform(target)
         return path, ops, target
 
-    def image_size(self, index: int) -> tuple[int, int] | None:
+    def supports_native(self) -> bool:
+        """Whether native_sample can describe this dataset's samples: the default loader
+        and a transform the native pipeline reproduces (files in formats its decoders
+        lack still take the Python path, one by one)."""
+        return self._compiled() is not None
+
+    def _native_size(self, index: int) -> tuple[int, int] | None:
         """(width, height) of sample `index` from its file's header, cached per sample;
         None where the native pipeline does not decode the file (the Python path then
         reports what is wrong with it)."""
@@ -110,7 +116,7 @@ class ImageSamples(torch.utils.data.Dataset):
     def _load(self, index: int, path: str) -> Any:
         native = _native_module()
         compiled = self._compiled() if native is not None else None
-        size = None if compiled is None else self.image_size(index)
+        size = None if compiled is None else self._native_size(index)
         if size is not None:
             ops = compiled.draw(*size)
             return native.load_image(path, ops, self._position(index))
