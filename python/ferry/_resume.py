@@ -189,6 +189,11 @@ class Epoch:
                     self._tasks += 1
                 return index
 
+    def drawn_position(self) -> int:
+        """The position of the index `draw` returned last (torch sends a map-style
+        epoch's k-th batch to worker k % num_workers)."""
+        return self._next_pos - 1
+
     def skip_to_start(self, next_index: Any) -> Any:
         """Draws (and drops) the indices of the positions already yielded, then returns
         the first index to fetch."""

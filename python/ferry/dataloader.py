@@ -11,7 +11,7 @@ import torch.utils.data
 from torch.utils.data._utils.collate import default_collate, default_convert
 from torch.utils.data.dataloader import _DatasetKind, _SingleProcessDataLoaderIter
 
-from . import _ext, _native, _resume, _stats, _threads, _workers
+from . import _ext, _images, _native, _resume, _stats, _threads, _workers
 
 __all__ = ["DataLoader"]
 
@@ -298,7 +298,11 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
         plan = self._native_plan()
         if plan is not None:
             return _native.NativeIter(self, plan, self.device, budget)
-        if self.num_workers > 0 and self.worker_type == "thread":
+        if _images.qualifies(self):
+            if self.num_workers > 0:
+                self.check_worker_number_rationality()  # torch's warning, as with workers
+            iterator = _images.ImagesIter(self)
+        elif self.num_workers > 0 and self.worker_type == "thread":
             iterator = _threads.ThreadIter(self)
         elif self.num_workers > 0:
             self.check_worker_number_rationality()
