@@ -288,7 +288,10 @@ def scenario_worker_death(how: str, context: str | None = None, busy_s: float = 
     assert got.stage == "next", got
     assert re.search(r"worker \d+ \(pid \d+\)", got.message), f"names no worker: {got}"
     assert DEATHS[how] in got.message, got
-    assert got.elapsed < 5, f"took {got.elapsed:.1f} s to notice: {got}"
+    # noticed, not waited on: torch's own watch (a SIGCHLD handler) is the yardstick,
+    # measured in the same run (a spawned worker's start-up counts in both, and takes
+    # seconds on a busy machine); a hang would exceed it by far more than the margin
+    assert got.elapsed < expected.elapsed + 10, f"took {got.elapsed:.1f} s to notice: {got}"
     del loader
     probe.check(f"a worker's death by {how}")
     # The batches delivered before it are intact after the iterator and its rings went.
@@ -325,7 +328,7 @@ def scenario_timeout(path: str) -> None:
     assert expected.failed() and "timed out" in expected.message, expected
     assert got.failed() and (got.stage, got.type) == (expected.stage, expected.type), got
     assert expected.message.strip() in got.message, got
-    assert got.elapsed < 0.5 + 3, got
+    assert got.elapsed < expected.elapsed + 3, got  # torch's timeout, measured in this run
     del loader, got
     # A thread worker cannot be stopped: it ends when its __getitem__ returns.
     probe.check(f"a timeout on the {path} path", settle=6)
