@@ -28,6 +28,7 @@ from torch.utils.data._utils.fetch import _MapDatasetFetcher
 from torch.utils.data._utils.pin_memory import pin_memory
 from torch.utils.data.dataloader import _BaseDataLoaderIter, _DatasetKind
 
+from ._errors import which_sample
 from ._resume import Resumable
 
 
@@ -146,7 +147,8 @@ class ThreadIter(Resumable, _BaseDataLoaderIter):
         except FutureTimeout:
             raise self._timed_out(future, index) from None
         except Exception as exc:
-            exc.add_note(f"(in a ferry thread worker, fetching sample indices {index!r})")
+            exc.add_note(f"(in a ferry thread worker, fetching sample indices {index!r})"
+                         f"{which_sample(exc)}")
             self._refill()  # as below, before the error is raised
             raise
         # torch's worker iterator draws the next batch's indices as it takes one in: the

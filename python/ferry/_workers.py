@@ -50,6 +50,7 @@ from torch.utils.data._utils.worker import _IterableDatasetStopIteration
 from torch.utils.data.dataloader import _DatasetKind, _MultiProcessingDataLoaderIter
 
 from . import _ext
+from ._errors import SampleExceptionWrapper, worker_death
 from ._resume import Resumable, RngWatcher, apply_worker_resume, has_dataset_state, rng_blob
 
 _ALIGN = 64
@@ -453,9 +454,12 @@ class WorkerInit:
 
     def __call__(self, worker_id: int) -> None:
         faulthandler.register(STACK_SIGNAL, file=self.stack_fds[worker_id], all_threads=True)
-        if isinstance(get_worker_info().dataset, IterableDataset):
-            import torch.utils.data._utils.worker as torch_worker
+        import torch.utils.data._utils.worker as torch_worker
 
+        # this process only: torch's worker loop wraps a fetch's error in the wrapper
+        # its module names, which then also records the sample that raised
+        torch_worker.ExceptionWrapper = SampleExceptionWrapper
+        if isinstance(get_worker_info().dataset, IterableDataset):
             torch_worker._IterableDatasetStopIteration = _EndedWithState  # this process only
         if self.init_fn is not None:
             self.init_fn(worker_id)
@@ -633,16 +637,6 @@ def _pin_memory_setting(loader: Any) -> bool:
     return pin
 
 
-def _describe_exit(code: int | None) -> str:
-    if code is not None and code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        return f"was killed by {name} (signal {-code})"
-    return f"exited unexpectedly with exit code {code}"
-
-
 class WorkerIter(Resumable, _MultiProcessingDataLoaderIter):
     """torch's multiprocessing iterator, with batches travelling through shared rings."""
 
@@ -751,8 +745,12 @@ class WorkerIter(Resumable, _MultiProcessingDataLoaderIter):
             self._note_batch(data)
             data = self._unpack(data)  # and dropped: its slot is free again
         elif isinstance(data, ExceptionWrapper) and indices is not None:
-            # torch names the worker; ferry adds what it was doing.
-            data.where += f" while fetching and collating sample indices {indices!r}"
+            # torch names the worker; ferry adds what it was doing, and which sample raised
+            # (after torch's sentence, which reraise() ends with a period)
+            sample = getattr(data, "sample", None)
+            data.where += (f". ferry: sample index {sample!r} raised (of the batch's sample "
+                           f"indices {indices!r})" if sample is not None else
+                           f". ferry: while fetching and collating sample indices {indices!r}")
         return idx, data
 
     def _process_data(self, data: Any, worker_idx: int) -> Any:
@@ -915,9 +913,7 @@ class WorkerIter(Resumable, _MultiProcessingDataLoaderIter):
             if wid in self._ended_workers or (cause is None and not self._workers_status[wid]):
                 continue
             if not w.is_alive():  # polls, so the exit code is known
-                raise RuntimeError(
-                    f"DataLoader worker {wid} (pid {w.pid}) {_describe_exit(w.exitcode)}"
-                ) from cause
+                raise RuntimeError(worker_death(wid, w.pid, w.exitcode)) from cause
 
     # --- shutdown -------------------------------------------------------------------
     def _shutdown_workers(self) -> None:
