@@ -5,7 +5,10 @@ file descriptors, threads, child processes and /dev/shm entries grow. Nothing sh
     PYTHONPATH=python python3 benchmarks/soak.py [--epochs 200] [--json PATH]
 
 Growth is measured from the end of a warm-up (the first tenth of the epochs, at least
-2), when allocator caches and imported modules have settled.
+2), when allocator caches and imported modules have settled. Both counts are taken right
+after an epoch, without waiting: an iterator's epoch end (without persistent workers) and
+its deletion join the threads it started. The JSON names the threads and /dev/shm entries
+it counted.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import multiprocessing
 import os
 import re
 import sys
+import threading
 import time
 from typing import Any
 
@@ -72,6 +76,21 @@ def probe() -> dict[str, float]:
     }
 
 
+def named() -> dict[str, list[str]]:
+    """What the thread and /dev/shm counts count, so that growth can be told apart:
+    Python's threads by name, the others (C++, a library's) by their kernel name."""
+    python = {t.native_id for t in threading.enumerate()}
+    threads = [t.name for t in threading.enumerate()]
+    for tid in os.listdir("/proc/self/task"):
+        if int(tid) not in python:
+            try:
+                with open(f"/proc/self/task/{tid}/comm") as f:
+                    threads.append(f"native:{f.read().strip()}")
+            except FileNotFoundError:  # it ended meanwhile
+                pass
+    return {"threads": sorted(threads), "shm": sorted(e for e in os.listdir("/dev/shm") if ours(e))}
+
+
 def loaders() -> dict[str, ferry.DataLoader]:
     images = torch.randint(0, 256, (2048, 3, 16, 16), dtype=torch.uint8)
     native = TensorDataset(images, torch.arange(2048))
@@ -91,15 +110,16 @@ def soak(name: str, loader: ferry.DataLoader, epochs: int) -> dict[str, Any]:
     warmup = max(2, epochs // 10)
     start = time.perf_counter()
     base: dict[str, float] = {}
+    base_named: dict[str, list[str]] = {}
     batches = 0
     for epoch in range(epochs):
         for _ in loader:
             batches += 1
         if epoch + 1 == warmup:
             gc.collect()
-            base = probe()
+            base, base_named = probe(), named()
     gc.collect()
-    end = probe()
+    end, end_named = probe(), named()
     return {
         "path": name,
         "epochs": epochs,
@@ -108,6 +128,8 @@ def soak(name: str, loader: ferry.DataLoader, epochs: int) -> dict[str, Any]:
         "after_warmup": base,
         "end": end,
         "growth": {k: round(end[k] - base[k], 2) for k in end},
+        "named_after_warmup": base_named,
+        "named_end": end_named,
     }
 
 

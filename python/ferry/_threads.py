@@ -31,6 +31,60 @@ from torch.utils.data.dataloader import _BaseDataLoaderIter, _DatasetKind
 from ._errors import which_sample
 from ._resume import Resumable
 
+# How long stopping threads may take to finish the batch they are making.
+_STOP_GRACE_SECONDS = 1.0
+
+
+class _BatchMaker:
+    """What the threads run: a batch, with its timings. It holds no reference to the
+    iterator, so that the batches in flight do not keep it alive: the iterator's `del`
+    (or its epoch's end) stops and joins the threads, not the garbage collector."""
+
+    def __init__(self, loader_iter: _BaseDataLoaderIter, init_fn: Any) -> None:
+        it = loader_iter
+        self._collate_fn = it._collate_fn
+        self._fetcher = _MapDatasetFetcher(
+            it._dataset, it._auto_collation, self._timed_collate, it._drop_last
+        )
+        self._collate_time = threading.local()  # each thread's last collate_fn time
+        # worker_init_fn runs in each thread before its first batch, inside that batch's
+        # task (not as the pool's initializer: a failing initializer breaks the pool and
+        # the user would get BrokenThreadPool instead of the error). As in torch's
+        # workers, its error is raised for the first batch the thread was given.
+        self._init_fn = init_fn
+        self._worker_ids = itertools.count()
+        self._worker_ids_lock = threading.Lock()
+        self._thread_started = threading.local()
+        # Which thread is making which batch, for the watchdog's report.
+        self.fetching: dict[int, threading.Thread] = {}
+
+    def _timed_collate(self, batch: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return self._collate_fn(batch)
+        finally:
+            self._collate_time.s = time.perf_counter() - started
+
+    def __call__(self, task: int, index: Any) -> tuple[Any, float, float]:
+        """The batch, the time to make it and the part of that spent in collate_fn."""
+        self.fetching[task] = threading.current_thread()
+        try:
+            if not getattr(self._thread_started, "done", False):
+                self._thread_started.done = True
+                with self._worker_ids_lock:
+                    worker_id = next(self._worker_ids)
+                if self._init_fn is not None:
+                    try:
+                        self._init_fn(worker_id)
+                    except Exception as exc:
+                        exc.add_note(f"(in worker_init_fn({worker_id}) of a ferry thread worker)")
+                        raise
+            started = time.perf_counter()
+            data = self._fetcher.fetch(index)
+            return data, time.perf_counter() - started, self._collate_time.s
+        finally:
+            del self.fetching[task]
+
 
 class ThreadIter(Resumable, _BaseDataLoaderIter):
     path = "threads"
@@ -49,30 +103,9 @@ class ThreadIter(Resumable, _BaseDataLoaderIter):
             )
         self._in_order = loader.in_order
         self._depth = max(1, loader.prefetch_factor * self._num_workers)
-        self._collate_time = threading.local()  # each thread's last collate_fn time
-
-        def timed_collate(batch: Any) -> Any:
-            started = time.perf_counter()
-            try:
-                return self._collate_fn(batch)
-            finally:
-                self._collate_time.s = time.perf_counter() - started
-
-        self._fetcher = _MapDatasetFetcher(
-            self._dataset, self._auto_collation, timed_collate, self._drop_last
-        )
-        # worker_init_fn runs in each thread before its first batch, inside that batch's
-        # task (not as the pool's initializer: a failing initializer breaks the pool and
-        # the user would get BrokenThreadPool instead of the error). As in torch's
-        # workers, its error is raised for the first batch the thread was given.
-        self._init_fn = loader.worker_init_fn
-        self._worker_ids = itertools.count()
-        self._worker_ids_lock = threading.Lock()
-        self._thread_started = threading.local()
+        self._make = _BatchMaker(self, loader.worker_init_fn)
         self._pool = ThreadPoolExecutor(self._num_workers, thread_name_prefix="ferry-worker")
         self._pending: collections.deque[tuple[Future, Any]] = collections.deque()
-        # Which thread is fetching which batch, for the watchdog's report.
-        self._fetching: dict[int, threading.Thread] = {}
         self._task_ids = itertools.count()
         self._sampler_done = False
         # As torch's worker iterator, whose constructor ends with _reset: the sampler is
@@ -87,34 +120,14 @@ class ThreadIter(Resumable, _BaseDataLoaderIter):
                 self._sampler_done = True
                 break
             task = next(self._task_ids)
-            future = self._pool.submit(self._timed_fetch, task, index)
+            future = self._pool.submit(self._make, task, index)
             future.task_id = task  # type: ignore[attr-defined]
             self._pending.append((future, index))
-
-    def _timed_fetch(self, task: int, index: Any) -> tuple[Any, float, float]:
-        """The batch, the time to make it and the part of that spent in collate_fn."""
-        self._fetching[task] = threading.current_thread()
-        try:
-            if not getattr(self._thread_started, "done", False):
-                self._thread_started.done = True
-                with self._worker_ids_lock:
-                    worker_id = next(self._worker_ids)
-                if self._init_fn is not None:
-                    try:
-                        self._init_fn(worker_id)
-                    except Exception as exc:
-                        exc.add_note(f"(in worker_init_fn({worker_id}) of a ferry thread worker)")
-                        raise
-            started = time.perf_counter()
-            data = self._fetcher.fetch(index)
-            return data, time.perf_counter() - started, self._collate_time.s
-        finally:
-            del self._fetching[task]
 
     def _timed_out(self, future: Future, index: Any) -> RuntimeError:
         """torch's timeout message, plus which thread holds the batch and its stack."""
         what = f"DataLoader timed out after {self._timeout} seconds"
-        thread = self._fetching.get(getattr(future, "task_id", -1))
+        thread = self._make.fetching.get(getattr(future, "task_id", -1))
         frame = sys._current_frames().get(thread.ident) if thread is not None else None
         if frame is None:
             return RuntimeError(f"{what}: sample indices {index!r} were not started yet")
@@ -172,6 +185,13 @@ class ThreadIter(Resumable, _BaseDataLoaderIter):
         for future, _ in self._pending:
             future.cancel()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        # The threads are joined, so that none outlives the epoch or the iterator; one
+        # busy in a batch that does not return cannot be stopped and is left after the
+        # grace. (The pool's own wait=True would wait for it forever.)
+        deadline = time.monotonic() + _STOP_GRACE_SECONDS
+        for thread in list(self._pool._threads):
+            if thread is not threading.current_thread():  # collected in a pool thread
+                thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
     def __del__(self) -> None:
         if hasattr(self, "_pool"):

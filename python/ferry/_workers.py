@@ -26,6 +26,7 @@ import multiprocessing
 import os
 import pickle
 import signal
+import threading
 import time
 import types
 import warnings
@@ -942,7 +943,20 @@ class WorkerIter(Resumable, _MultiProcessingDataLoaderIter):
                     w.terminate()
         super()._shutdown_workers()
         if self._shutdown:  # torch really stopped the workers (not an epoch's end)
+            self._join_feeders()
             self._close_ring_fds()
+
+    def _join_feeders(self) -> None:
+        # torch closes the index queues without joining their feeder threads, which then
+        # end (closing their pipe's two fds) whenever they are next scheduled: after the
+        # iterator has gone, on a busy machine. Once closed, with the workers gone, they
+        # end at once, unless one is stuck writing into a pipe no worker reads any more
+        # (torch's reason not to join them): that one is left after the grace.
+        deadline = time.monotonic() + _STOP_GRACE_SECONDS
+        for q in getattr(self, "_index_queues", []):
+            feeder = getattr(q, "_thread", None)  # started by the queue's first put()
+            if feeder is not None and feeder is not threading.current_thread():
+                feeder.join(timeout=max(0.0, deadline - time.monotonic()))
 
     def _close_ring_fds(self) -> None:
         fds, self._ring_fds = getattr(self, "_ring_fds", []), []
