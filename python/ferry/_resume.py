@@ -42,6 +42,7 @@ import hashlib
 import pickle
 import random
 import struct
+import sys
 import traceback
 import weakref
 from typing import Any
@@ -530,6 +531,8 @@ class Resumable:
         """The loader's latest iterator, going (a loop left with `break`, an epoch over):
         leaves where it stopped on the loader, for its state_dict(). Its workers and
         threads go with it; the loader keeps plain data."""
+        if sys.is_finalizing():  # the interpreter is going: nobody asks for a state
+            return
         loader = self._owner() if self._owner is not None else None
         if loader is None or self._resume_token is None:
             return
