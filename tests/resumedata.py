@@ -81,3 +81,115 @@ class StreamWithoutState(IterableDataset):
         items, _ = _shard(self.n)
         for item in items:
             yield torch.tensor([item, random.randint(0, 1000)])
+
+
+# --- checkpoint patterns (issue 13) ---------------------------------------------------------
+class SelfIterating(IterableDataset):
+    """Its own iterator (`__iter__` returns self, torchdata's pattern): the position and a
+    generator live on the object, made by `__iter__`, so `load_state_dict` works only once
+    `iter()` has made them."""
+
+    def __init__(self, n: int = 30) -> None:
+        self.n = n
+        self.epoch = 0
+
+    def __iter__(self) -> SelfIterating:
+        self._items, wid = _shard(self.n)
+        self._k = 0
+        self._gen = torch.Generator().manual_seed(1000 * self.epoch + wid)
+        self.epoch += 1
+        return self
+
+    def __next__(self) -> torch.Tensor:
+        if self._k >= len(self._items):
+            raise StopIteration
+        self._k += 1
+        draw = int(torch.randint(1000, (), generator=self._gen))
+        return torch.tensor([self._items[self._k - 1], draw])
+
+    def state_dict(self) -> dict[str, object]:
+        return {"k": self._k, "gen": self._gen.get_state(), "epoch": self.epoch}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        self._k = state["k"]
+        self._gen.set_state(state["gen"])
+        self.epoch = state["epoch"]
+
+
+class InPlaceState(IterableDataset):
+    """`state_dict()` returns the dict it keeps updating, and `load_state_dict()` keeps the
+    dict it is given (no copies, as many datasets do)."""
+
+    def __init__(self, n: int = 40) -> None:
+        self.n = n
+        self.state = {"pos": 0}
+
+    def __iter__(self):
+        items, _ = _shard(self.n)
+        while self.state["pos"] < len(items):
+            self.state["pos"] += 1
+            yield torch.tensor([items[self.state["pos"] - 1]])
+        self.state["pos"] = 0
+
+    def state_dict(self) -> dict[str, int]:
+        return self.state
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.state = state
+
+
+class OwnGenerator(Dataset):
+    """A map-style dataset drawing from a generator of its own, which its state_dict() keeps."""
+
+    def __init__(self, n: int = 40) -> None:
+        self.n = n
+        self.gen = torch.Generator().manual_seed(17)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return torch.tensor([i, int(torch.randint(10**6, (), generator=self.gen))])
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"gen": self.gen.get_state()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.gen.set_state(state["gen"])
+
+
+class StatefulIterator(IterableDataset):
+    """No state_dict of its own; its iterator has one. The iterator draws from the dataset's
+    generator, which goes on across epochs (so replaying an epoch from its start would not
+    give its batches again)."""
+
+    def __init__(self, n: int = 30) -> None:
+        self.n = n
+        self.gen = torch.Generator().manual_seed(5)
+
+    def __iter__(self) -> _Draws:
+        return _Draws(self)
+
+
+class _Draws:
+    def __init__(self, ds: StatefulIterator) -> None:
+        self.items, _ = _shard(ds.n)
+        self.gen = ds.gen
+        self.k = 0
+
+    def __iter__(self) -> _Draws:
+        return self
+
+    def __next__(self) -> torch.Tensor:
+        if self.k >= len(self.items):
+            raise StopIteration
+        self.k += 1
+        draw = int(torch.randint(1000, (), generator=self.gen))
+        return torch.tensor([self.items[self.k - 1], draw])
+
+    def state_dict(self) -> dict[str, object]:
+        return {"k": self.k, "gen": self.gen.get_state()}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        self.k = state["k"]
+        self.gen.set_state(state["gen"])

@@ -330,6 +330,7 @@ class NativeIter(Resumable, _BaseDataLoaderIter):
 
     def __del__(self) -> None:
         self._shutdown()
+        super().__del__()  # Resumable's
 
 
 def map_tensors(data: Any, fn: Any) -> Any:

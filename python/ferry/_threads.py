@@ -196,3 +196,4 @@ class ThreadIter(Resumable, _BaseDataLoaderIter):
     def __del__(self) -> None:
         if hasattr(self, "_pool"):
             self._shutdown()
+        super().__del__()  # Resumable's

@@ -52,7 +52,7 @@ from torch.utils.data.dataloader import _DatasetKind, _MultiProcessingDataLoader
 
 from . import _ext
 from ._errors import SampleExceptionWrapper, worker_death
-from ._resume import Resumable, RngWatcher, apply_worker_resume, has_dataset_state, rng_blob
+from ._resume import Resumable, RngWatcher, WorkerStream, has_state, rng_blob, worker_resumes
 
 _ALIGN = 64
 _PAGE = 4096
@@ -91,9 +91,9 @@ class Packed:
     collate_started: float = 0.0
     finished: float = 0.0
     # The worker's generators after this batch (None: unchanged since its last batch),
-    # and its IterableDataset's own state_dict(), for DataLoader.state_dict().
+    # and its dataset's stream (None: it keeps no state), for DataLoader.state_dict().
     rng: bytes | None = None
-    dataset_state: Any = None
+    stream: bytes | None = None
     ended: bool = False  # a short batch: the worker's IterableDataset ran out making it
     task: int = -1  # torch's task index, set in the main process
 
@@ -101,19 +101,17 @@ class Packed:
 @dataclass(frozen=True)
 class _EndedWithState(_IterableDatasetStopIteration):
     """torch's end-of-data marker, made in a worker whose IterableDataset ran out, with
-    the worker's generators and its dataset's state_dict() at that moment: where the
-    worker's next epoch starts from (persistent workers)."""
+    the worker's generators and its dataset's stream at that moment: where the worker's
+    next epoch starts from (persistent workers)."""
 
     rng: Any = None
-    dataset_state: Any = None
+    stream: bytes | None = None
 
     def __post_init__(self) -> None:
-        info = get_worker_info()
-        if info is None:
+        if _stream is None:
             return
         object.__setattr__(self, "rng", rng_blob())
-        if has_dataset_state(info.dataset):
-            object.__setattr__(self, "dataset_state", info.dataset.state_dict())
+        object.__setattr__(self, "stream", _stream.report(ended=True))
 
 
 class _Arena:
@@ -214,11 +212,7 @@ class _WorkerState:
         info = get_worker_info()
         self.worker = info.id
         self.rng = RngWatcher()
-        self.dataset = info.dataset
-        # An IterableDataset's position is its own; a map-style dataset's is the sampler's.
-        self.dataset_has_state = isinstance(info.dataset, IterableDataset) and has_dataset_state(
-            info.dataset
-        )
+        self.iterable = isinstance(info.dataset, IterableDataset)
 
     def claim(self) -> tuple[int, _Arena | None]:
         if self.ring is None:
@@ -418,8 +412,9 @@ class RingCollate:
                 data = self.collate_fn(batch)
             packed = state.pack(data, slot, arena)
             packed.rng = state.rng.changed()
-            if state.dataset_has_state:
-                packed.dataset_state = state.dataset.state_dict()
+            if _stream is not None:
+                packed.stream = _stream.report()
+            if state.iterable:
                 # torch's fetcher stops asking an iterator that fell short of a batch
                 packed.ended = self.batch_size is not None and len(batch) < self.batch_size
             packed.collate_started, packed.finished = started, time.monotonic()
@@ -436,11 +431,15 @@ def _rebuild_ring_collate(collate_fn: Any, dupfds: list[Any], nslots: int,
     return RingCollate(collate_fn, [d.detach() for d in dupfds], nslots, batch_size, share)
 
 
+# The worker's dataset stream (made by WorkerInit, in worker processes only).
+_stream: WorkerStream | None = None
+
+
 class WorkerInit:
     """The worker_init_fn the workers run: makes the worker dump its Python stacks into a
     file of the main process's on SIGUSR1 (for the watchdog), runs the loader's, then, in
     a resumed loader, puts the worker where the original one was (its generators, its
-    IterableDataset's state)."""
+    dataset's stream)."""
 
     def __init__(self, init_fn: Any, stack_fds: list[int], resume: list[Any] | None) -> None:
         self.init_fn = init_fn
@@ -454,18 +453,21 @@ class WorkerInit:
         return (_rebuild_worker_init, (self.init_fn, fds, self.resume))
 
     def __call__(self, worker_id: int) -> None:
+        global _stream
         faulthandler.register(STACK_SIGNAL, file=self.stack_fds[worker_id], all_threads=True)
         import torch.utils.data._utils.worker as torch_worker
 
+        dataset = get_worker_info().dataset
         # this process only: torch's worker loop wraps a fetch's error in the wrapper
         # its module names, which then also records the sample that raised
         torch_worker.ExceptionWrapper = SampleExceptionWrapper
-        if isinstance(get_worker_info().dataset, IterableDataset):
+        if isinstance(dataset, IterableDataset):
             torch_worker._IterableDatasetStopIteration = _EndedWithState  # this process only
+        _stream = WorkerStream(dataset)
         if self.init_fn is not None:
             self.init_fn(worker_id)
         if self.resume is not None:
-            apply_worker_resume(self.resume[worker_id], get_worker_info().dataset)
+            _stream.resume(self.resume[worker_id])
 
 
 def _rebuild_worker_init(init_fn: Any, dupfds: list[Any], resume: list[Any] | None) -> WorkerInit:
@@ -653,7 +655,9 @@ class WorkerIter(Resumable, _MultiProcessingDataLoaderIter):
         self._budget = budget  # the rings mapped here are charged to it
         self._init_resume(loader)
         resume = self._resume or {}
-        self._worker_states = resume.get("workers") or [None] * n
+        self._worker_states = list(resume.get("workers") or [None] * n)
+        # a worker that reported its dataset's stream: its iterator keeps its position
+        self._stream_reported = any(s and s.get("stream") for s in self._worker_states)
         # the worker the original would have asked for its next batch
         self._cycle_advance = resume.get("next_worker") or 0
         self._ring_fds = [os.memfd_create(f"ferry-ring-{i}") for i in range(n)]
@@ -673,6 +677,7 @@ class WorkerIter(Resumable, _MultiProcessingDataLoaderIter):
         share = max(1, loader.memory_budget // n) if loader.memory_budget else 0
         collate_fn = RingCollate(loader.collate_fn, self._ring_fds, nslots, batch_size, share)
         self._resume_ended = set(resume.get("ended_workers") or ())
+        for_workers = worker_resumes(resume.get("workers"), self._resume_ended)
         self._end_states: dict[int, Any] = {}  # worker -> its _EndedWithState this epoch
         self._idle_workers: set[int] = set()  # resumed as ended, without being told to stop
         self._short_workers: set[int] = set()  # handed over a short batch this epoch
@@ -681,7 +686,7 @@ class WorkerIter(Resumable, _MultiProcessingDataLoaderIter):
         _starting = self  # its forked workers keep its ring fds (see _after_fork_in_child)
         shipped = None
         try:
-            init_fn = WorkerInit(loader.worker_init_fn, self._stack_fds, resume.get("workers"))
+            init_fn = WorkerInit(loader.worker_init_fn, self._stack_fds, for_workers)
             shipped = ship_dataset(loader)
             super().__init__(_LoaderWithCollate(loader, collate_fn, init_fn, shipped))
             # torch's SIGCHLD handler raises a worker's death wherever the main thread
@@ -779,13 +784,14 @@ class WorkerIter(Resumable, _MultiProcessingDataLoaderIter):
         self.last_produce_s = (self.last_fetch_s or 0.0) + self.last_collate_s
         if packed.ended:
             self._short_workers.add(packed.worker)
-        if packed.rng is None and packed.dataset_state is None:
+        if packed.rng is None and packed.stream is None:
             return
         now = dict(self._worker_states[packed.worker] or {})
         if packed.rng is not None:
             now["rng"] = packed.rng
-        if packed.dataset_state is not None:
-            now["dataset"] = packed.dataset_state
+        if packed.stream is not None:
+            now["stream"] = packed.stream
+            self._stream_reported = True
         self._worker_states[packed.worker] = now
 
     def _epoch_over(self) -> None:
@@ -793,14 +799,17 @@ class WorkerIter(Resumable, _MultiProcessingDataLoaderIter):
         for wid, end in sorted(self._end_states.items()):
             now = dict(self._worker_states[wid] or {})
             now["rng"] = end.rng
-            if end.dataset_state is not None:
-                now["dataset"] = end.dataset_state
+            if end.stream is not None:
+                now["stream"] = end.stream
             self._worker_states[wid] = now
         self._end_states.clear()
 
     def _start_epoch(self) -> Any:
         self._epoch_over()  # an epoch left early: its ends arrived while torch drained it
         return super()._start_epoch()
+
+    def _stream_has_state(self) -> bool:
+        return self._stream_reported or has_state(self._dataset)
 
     def resume_snapshot(self) -> dict[str, Any]:
         state = super().resume_snapshot()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 import weakref
 from typing import Any
@@ -82,8 +83,9 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
     device: torch.device | None
     worker_type: str
     _resumable: Any = None  # a weak reference to the latest iterator
+    _resume_token: object | None = None  # the latest iterator's (see Resumable)
+    _left_snapshot: dict[str, Any] | Exception | None = None  # where it stopped, once gone
     _pending_resume: dict[str, Any] | None = None
-    _pending_dataset_state: Any = None
 
     def __init__(
         self,
@@ -200,8 +202,13 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
         next, to the bit, through the end of the epoch and the following ones (batches
         prefetched but not yet yielded are fetched again: none lost, none repeated).
 
-        Plain data (numbers, lists, byte tensors): ``torch.save`` / ``torch.load`` keep
-        it. Taken between batches, at any point of an epoch::
+        Take it anywhere between batches: mid-epoch, after leaving a loop with
+        ``break`` (the iterator may be gone), at an epoch's end, before the first
+        ``iter()``. A state where the next ``iter()`` begins an epoch pins that epoch's
+        random seeds (the workers' base seed, a sampler's seed drawn from torch's
+        global generator). Plain data (numbers, lists, byte tensors, and what your
+        datasets' ``state_dict()`` return), copied when taken: ``torch.save`` /
+        ``torch.load`` keep it::
 
             torch.save({"model": model.state_dict(), "loader": loader.state_dict()}, f)
             ...
@@ -211,29 +218,15 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
         The sampler's randomness is restored where it comes from torch generators (the
         loader's ``generator``, the sampler's own, torch's global one, which resume
         borrows without changing the training loop's state); the workers' from their
-        torch, ``random`` and numpy generators; an IterableDataset's from its own
-        ``state_dict()``/``load_state_dict()`` when it has them (otherwise its epoch is
+        torch, ``random`` and numpy generators; a dataset's own position from its
+        ``state_dict()``/``load_state_dict()`` and its iterator's, when they have them,
+        as torchdata's StatefulDataLoader does (otherwise an IterableDataset's epoch is
         replayed up to the snapshot, reading its skipped batches again). Skipped batches
         of a map-style dataset are not read.
         """
-        it = self._resumable() if self._resumable is not None else None
-        snap = it.resume_snapshot() if it is not None else self._pending_resume
-        persistent = self.persistent_workers and self.num_workers > 0
-        if snap is not None and snap.get("epoch") is None and not persistent:
-            snap = None  # the next epoch starts afresh, with a fresh iterator
-        dataset_state = None
-        if (
-            self._dataset_kind == _DatasetKind.Iterable
-            and self.num_workers == 0
-            and _resume.has_dataset_state(self.dataset)
-        ):
-            # no prefetch: as of the last batch (or as loaded, not applied yet); between
-            # epochs too, where the dataset keeps what the next epoch starts from
-            dataset_state = (
-                self._pending_dataset_state
-                if self._pending_dataset_state is not None
-                else self.dataset.state_dict()
-            )
+        snap = self._last_position()
+        if snap is None or snap["epoch"] is None:
+            snap = _resume.between_epochs(self, snap)
         sampler_epoch = getattr(_epoch_sampler(self), "epoch", None)
         state = {
             "ferry_state_version": _resume.VERSION,
@@ -241,16 +234,32 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
             "generators": [g.get_state() for g in _resume.sampler_generators(self)],
             "sampler_epoch": sampler_epoch if isinstance(sampler_epoch, int) else None,
             "iterator": snap,
-            "dataset": dataset_state,
         }
         state["checksum"] = _resume.checksum(state)
         return state
 
+    def _last_position(self) -> dict[str, Any] | None:
+        """The latest iterator's snapshot (alive, or left when it went), or the loaded
+        state not used yet (copies); None before the first iter()."""
+        it = self._resumable() if self._resumable is not None else None
+        if it is not None:
+            return it.snapshot()
+        left = self._left_snapshot
+        if isinstance(left, Exception):
+            raise RuntimeError(
+                "state_dict: the loader's last iterator could not record where it stopped"
+            ) from left
+        if left is not None:
+            return copy.deepcopy(left)
+        return copy.deepcopy(self._pending_resume)
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from `state` (see :meth:`state_dict`): the next ``iter(loader)``
-        yields what the loader that made it would have yielded next. A state from a
-        loader configured differently, or a corrupted one, raises ValueError."""
+        yields what the loader that made it would have yielded next. `state` is only
+        read: it may be loaded again, here or into other loaders. A state from a loader
+        configured differently, or a corrupted one, raises ValueError."""
         _resume.validate(state, self)
+        state = copy.deepcopy(state)
         generators = _resume.sampler_generators(self)
         if len(generators) != len(state["generators"]):
             raise ValueError(
@@ -264,9 +273,9 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
         if self._iterator is not None:  # persistent workers of the old position: stop them
             old, self._iterator = self._iterator, None
             del old
-        self._resumable = None  # an older iterator still alive no longer says where it is
+        # an older iterator, still alive or going, no longer says where the loader is
+        self._resumable = self._resume_token = self._left_snapshot = None
         self._pending_resume = state["iterator"]
-        self._pending_dataset_state = state["dataset"]
 
     def _take_resume(self) -> dict[str, Any] | None:
         """For the iterator being made: the loaded state it continues from, with the
@@ -283,12 +292,16 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
         }
 
     def _get_iterator(self) -> Any:
-        dataset_state, self._pending_dataset_state = self._pending_dataset_state, None
-        if dataset_state is not None:
-            self.dataset.load_state_dict(dataset_state)
-        iterator = self._make_iterator()
+        pending = self._pending_resume
+        try:
+            iterator = self._make_iterator()
+        except BaseException:
+            self._pending_resume = pending  # still to be resumed by the next iter()
+            raise
         inner = iterator._inner if isinstance(iterator, _DeviceIter) else iterator
+        self._resume_token = inner._resume_token = object()
         self._resumable = weakref.ref(inner)
+        self._left_snapshot = None
         self._stats_recorder = _stats.StatsRecorder(getattr(iterator, "path", "torch"))
         return _stats.MeasuredIter(iterator, self._stats_recorder)
 
@@ -357,21 +370,33 @@ def _epoch_sampler(loader: Any) -> Any:
 
 
 class _SingleIter(_resume.Resumable, _SingleProcessDataLoaderIter):
-    """torch's single-process iteration, resumable."""
+    """torch's single-process iteration, resumable: the dataset's own position (and its
+    iterator's) is kept here, in the main process."""
 
     path = "torch"
 
     def __init__(self, loader: Any) -> None:
         self._init_resume(loader)
-        super().__init__(loader)
-        epoch = (self._resume or {}).get("epoch") or {}
-        if epoch.get("ended"):  # the original's IterableDataset had run out
-            self._dataset_fetcher.ended = True
+        resume = self._resume or {}
+        # a stream recorded between epochs had ended: iter() below begins the next one
+        stream, over = resume.get("stream"), bool(resume.get("between_epochs"))
+        _resume.restore_before_iter(loader.dataset, stream, over)
+        super().__init__(loader)  # torch's fetcher: iter() of an IterableDataset
+        if self._dataset_kind == _DatasetKind.Iterable:
+            _resume.restore_after_iter(self._dataset_fetcher, stream, over)
+
+    def _stream_has_state(self) -> bool:
+        iterator = getattr(self._dataset_fetcher, "dataset_iter", None)
+        return _resume.has_state(self._dataset) or _resume.has_state(iterator)
 
     def resume_snapshot(self) -> dict[str, Any]:
         state = super().resume_snapshot()
-        if state["epoch"] is not None and getattr(self._dataset_fetcher, "ended", False):
-            state["epoch"]["ended"] = True
+        if self._resume is None:  # (a loaded state not used yet has its own)
+            fetcher = self._dataset_fetcher
+            state["stream"] = _resume.stream_state(
+                self._dataset, getattr(fetcher, "dataset_iter", None),
+                getattr(fetcher, "ended", False),
+            )
         return state
 
 
