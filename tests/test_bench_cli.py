@@ -131,9 +131,9 @@ def test_dataset_loaders_pin_memory_and_shuffle_alike(workers):
     """--dataset's loaders all get --pin-memory and an equal generator seeded with --seed:
     each yields the order of torch's loader shuffling with that seed."""
     args = parse_args(["--dataset", "benchdata:make", "--pin-memory", "--seed", "7",
-                       "--num-workers", str(workers), "--batch-size", "32"], gpu.WORKLOADS)
+                       "--num-workers", str(workers), "--batch-size", "32"], ())
     dataset = Squares()
-    makers = user_loaders(dataset, settings_from(args, gpu.WORKLOADS))
+    makers = user_loaders(dataset, settings_from(args, ()))
     expected_names = ["torch nw=0", "ferry nw=0"] if workers == 0 else [
         "torch nw=0", f"torch nw={workers}", f"ferry nw={workers}"]
     assert list(makers) == expected_names
