@@ -8,12 +8,14 @@ import json
 import os
 import subprocess
 import sys
+from contextlib import nullcontext
 
 import pytest
 import torch
 
+from benchdata import Squares
 from ferry.bench import gpu
-from ferry.bench.common import Progress
+from ferry.bench.common import Progress, parse_args, settings_from, user_loaders
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 
@@ -98,12 +100,52 @@ def test_gpu_workloads_skipped_without_cuda(tmp_path):
         assert workload["skipped"].startswith("no CUDA device") and workload["rows"] == []
 
 
+def gpu_settings(*argv: str):
+    return settings_from(parse_args(argv, gpu.WORKLOADS), gpu.WORKLOADS)
+
+
 def test_gpu_on_cpu_environment_variable(monkeypatch):
     monkeypatch.setenv(gpu.ON_CPU_ENV, "1")
-    settings = gpu.Settings.from_args(gpu.parse_args(["--workloads", "train"]))
-    assert settings.stand_in and settings.workloads == ("TRAIN",)
+    settings = gpu_settings("--workloads", "train")
+    assert gpu.stand_in(settings) and [w.name for w in settings.workloads] == ["TRAIN"]
     monkeypatch.setenv(gpu.ON_CPU_ENV, "0")
-    assert not gpu.Settings.from_args(gpu.parse_args([])).stand_in
+    assert not gpu.stand_in(gpu_settings())
+    assert gpu.stand_in(gpu_settings("--gpu-workloads-on-cpu"))
+
+
+def test_help_shows_the_whole_description_and_every_workload():
+    run = bench("--help")
+    assert run.returncode == 0, run.stderr[-3000:]
+    from ferry import bench as package
+
+    text = " ".join(run.stdout.split())
+    assert " ".join(package.__doc__.split()) in text  # not cut mid-sentence
+    for name in ("W1", "W3", "W2", "W2-dict", "TTFB", "HELD", "H2D", "TRAIN"):
+        assert f"\n  {name} " in run.stdout, name
+    for option in ("--pin-memory", "--seed", "--nofile", "--gpu-workloads-on-cpu"):
+        assert option in run.stdout, option
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_dataset_loaders_pin_memory_and_shuffle_alike(workers):
+    """--dataset's loaders all get --pin-memory and an equal generator seeded with --seed:
+    each yields the order of torch's loader shuffling with that seed."""
+    args = parse_args(["--dataset", "benchdata:make", "--pin-memory", "--seed", "7",
+                       "--num-workers", str(workers), "--batch-size", "32"], ())
+    dataset = Squares()
+    makers = user_loaders(dataset, settings_from(args, ()))
+    expected_names = ["torch nw=0", "ferry nw=0"] if workers == 0 else [
+        "torch nw=0", f"torch nw={workers}", f"ferry nw={workers}"]
+    assert list(makers) == expected_names
+    reference = torch.utils.data.DataLoader(
+        dataset, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(7))
+    order = [int(i) for _, labels in reference for i in labels]
+    for name, make in makers.items():
+        loader = make()
+        assert loader.pin_memory and loader.batch_size == 32, name
+        no_pinning = not torch.cuda.is_available()  # torch and ferry warn alike
+        with pytest.warns(UserWarning, match="pin_memory") if no_pinning else nullcontext():
+            assert [int(i) for _, labels in loader for i in labels] == order, name
 
 
 class FakeTerminal(io.StringIO):
