@@ -200,3 +200,15 @@ def test_plot_without_matplotlib_is_a_clear_error(tmp_path):
         assert run.returncode != 0 and "needs matplotlib" in run.stderr
     else:
         pytest.skip("matplotlib is installed")
+
+
+def test_plot_draws_the_rows_side_by_side(tmp_path):
+    # `make bench` draws its figures with --plot (matplotlib is a dev requirement)
+    pytest.importorskip("matplotlib")
+    png, doc = tmp_path / "p.png", tmp_path / "b.json"
+    run = bench("--workloads", "W1", "--quick", "--repeats", "1", "--plot", str(png),
+                "--json", str(doc))
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    rows = json.loads(doc.read_text())["workloads"]["W1"]["rows"]
+    assert {r["kind"] for r in rows} >= {"torch", "ferry"}
