@@ -6,13 +6,22 @@ isolated build environment would download a fresh torch and build against that o
 The CUDA kernels (csrc/cuda/*.cu) are built when torch has CUDA and nvcc is found;
 FERRY_CUDA_KERNELS=1 insists on them (failing if either is missing), FERRY_CUDA_KERNELS=0
 leaves them out. Without them the same functions exist and raise a clear error.
+
+The image codecs link the system's libjpeg(-turbo) and libpng where a probe compiles and
+links against them (Debian: libjpeg62-turbo-dev, libpng-dev); without one, ferry builds
+and ferry.vision decodes that format through PIL. FERRY_WITH_JPEG / FERRY_WITH_PNG = 1
+insist on the library, = 0 leave it out.
 """
 
 from __future__ import annotations
 
 import glob
 import os
+import shlex
+import subprocess
 import sys
+import sysconfig
+import tempfile
 
 from setuptools import setup
 
@@ -92,19 +101,76 @@ print(
     file=sys.stderr,
 )
 
+# (name, header, library, a function the probe calls)
+CODECS = (
+    ("JPEG", "jpeglib.h", "jpeg", "jpeg_std_error(0)"),
+    ("PNG", "png.h", "png", "png_get_libpng_ver(0)"),
+)
+
+
+def links(header: str, library: str, call: str) -> bool:
+    """Whether a program including `header` and calling into `library` compiles and links."""
+    compiler = shlex.split(sysconfig.get_config_var("CC") or "cc")
+    source = f"#include <stdio.h>\n#include <{header}>\nint main(void) {{ {call}; return 0; }}\n"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "probe.c")
+        with open(path, "w") as f:
+            f.write(source)
+        try:
+            done = subprocess.run(
+                [*compiler, path, "-o", os.path.join(tmp, "probe"), f"-l{library}"],
+                capture_output=True,
+            )
+        except OSError:
+            return False
+    return done.returncode == 0
+
+
+def image_codecs() -> tuple[list[tuple[str, None]], list[str]]:
+    macros: list[tuple[str, None]] = []
+    libraries: list[str] = []
+    for name, header, library, call in CODECS:
+        flag = os.environ.get(f"FERRY_WITH_{name}", "")
+        if flag not in ("", "0", "1"):
+            raise SystemExit(f"FERRY_WITH_{name} must be 0, 1 or unset, got {flag!r}.")
+        if flag == "0":
+            continue
+        if links(header, library, call):
+            macros.append((f"FERRY_WITH_{name}", None))
+            libraries.append(library)
+        elif flag == "1":
+            raise SystemExit(
+                f"FERRY_WITH_{name}=1, but no {header} with -l{library} was found "
+                f"(Debian: apt-get install lib{library}-dev)."
+            )
+        else:
+            print(f"ferry: {header}/-l{library} not found; {name} images will be decoded by PIL")
+    return macros, libraries
+
+
+# -ffp-contract=off: the image tensor stage must round each float operation as torch does.
 cxx_flags = ["-O3", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fvisibility=hidden"]
 if os.environ.get("FERRY_DEBUG"):
     cxx_flags = ["-O0", "-g", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+cxx_flags.append("-ffp-contract=off")
+codec_macros, codec_libraries = image_codecs()
 
 if cuda_kernels_wanted():
     extension = CUDAExtension(
         "ferry._C",
         sources() + sources(("cuda",), "cu"),
-        define_macros=[("FERRY_WITH_CUDA_KERNELS", None)],
+        define_macros=[("FERRY_WITH_CUDA_KERNELS", None), *codec_macros],
+        libraries=codec_libraries,
         extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3"]},
     )
 else:
-    extension = CppExtension("ferry._C", sources(), extra_compile_args={"cxx": cxx_flags})
+    extension = CppExtension(
+        "ferry._C",
+        sources(),
+        define_macros=codec_macros,
+        libraries=codec_libraries,
+        extra_compile_args={"cxx": cxx_flags},
+    )
 
 setup(
     ext_modules=[extension],

@@ -11,6 +11,7 @@ class DeviceTransfer;
 pybind11::tuple copy_stream_of(const DeviceTransfer& transfer);
 
 void register_gather(pybind11::module_& m);
+void register_image(pybind11::module_& m);
 void register_backend(pybind11::module_& m);
 void register_device(pybind11::module_& m);
 void register_shared_ring(pybind11::module_& m);

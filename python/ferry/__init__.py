@@ -35,6 +35,8 @@ def backend_info() -> dict[str, Any]:
         "cuda_available": cuda_available,
         "cuda_device_count": torch.cuda.device_count() if cuda_available else 0,
         "native_threads_default": _native_default_threads(),
+        # the image codecs built in (ferry.vision decodes other formats through PIL)
+        "image_codecs": _ext.load().image_codecs(),
         # what ferry holds in this process now: page-locked staging slots (pin_memory,
         # device=) and mapped shared rings of worker processes; see memory_budget=
         "memory_in_use": _ext.load().memory_in_use(),
