@@ -142,6 +142,7 @@ class _Batch:
         self.paths = [s[0] for s in samples]  # None: the image was made in Python
         self.ops = [s[1] for s in samples]  # the ops, or that image
         self.targets = [s[2] for s in samples]
+        self.error: Exception | None = None  # a sample failed while it was planned
         self.worker: int | None = None  # the emulated worker that planned it
         self.rng_after: torch.Tensor | None = None  # that worker's generator after it
 
@@ -187,10 +188,19 @@ class ImagesIter(Resumable, _BaseDataLoaderIter):
         samples: list[tuple[Any, Any, Any]] = []
         for i in indices:
             leaf = _resolve(self._dataset, i)
-            planned = leaf.dataset.native_sample(leaf.index)
-            if planned is None:  # a file the C++ decoders do not read: Python, now
-                image, target = leaf.dataset[leaf.index]
-                planned = (None, image, target)
+            try:
+                planned = leaf.dataset.native_sample(leaf.index)
+                if planned is None:  # a file the C++ decoders do not read: Python, now
+                    image, target = leaf.dataset[leaf.index]
+                    planned = (None, image, target)
+            except Exception as exc:
+                # raised when this batch is handed over, as torch's worker would; the
+                # batch's later samples are not drawn for (torch's fetch stops here)
+                path = leaf.dataset.samples[leaf.index][0]
+                exc.add_note(f"(ferry.vision: {path}, sample index {i})")
+                batch = _Batch(indices, samples)
+                batch.error = exc
+                return batch
             samples.append(planned)
         return _Batch(indices, samples)
 
@@ -208,6 +218,8 @@ class ImagesIter(Resumable, _BaseDataLoaderIter):
     # --- the pixels ------------------------------------------------------------------
     def _decode(self, batch: _Batch, threads: int) -> tuple[Any, float]:
         started = time.perf_counter()
+        if batch.error is not None:
+            raise batch.error
         shapes = {output_shape(ops) if path is not None else (tuple(ops.shape), ops.dtype)
                   for path, ops in zip(batch.paths, batch.ops, strict=True)}
         if len(shapes) == 1 and all(p is not None for p in batch.paths):
