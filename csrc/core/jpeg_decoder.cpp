@@ -182,6 +182,15 @@ bool is_unsupported(int msg_code) {
   }
 }
 
+// Destroys the libjpeg state with the Session: a member, so that it also runs when the
+// Decoder's constructor throws (a destructor of the Decoder would not).
+struct SessionDeleter {
+  void operator()(Session* s) const {
+    jpeg_destroy_decompress(&s->cinfo);  // safe in every state: cinfo.mem starts null
+    delete s;
+  }
+};
+
 class Decoder {
  public:
   Decoder(const uint8_t* data, size_t size) : s_(new Session{}), input_{data, size} {
@@ -192,7 +201,6 @@ class Decoder {
     run(step_create);
     run(step_read_header, &input_);
   }
-  ~Decoder() { jpeg_destroy_decompress(&s_->cinfo); }
   Decoder(const Decoder&) = delete;
   Decoder& operator=(const Decoder&) = delete;
 
@@ -207,11 +215,14 @@ class Decoder {
     const ImageErrorKind kind = code == JERR_IMAGE_TOO_BIG ? ImageErrorKind::kTooLarge
                                 : is_unsupported(code)     ? ImageErrorKind::kUnsupported
                                                            : ImageErrorKind::kCorrupt;
-    throw ImageError(kind, std::string("JPEG: ") + s_->err.message);
+    const char* prefix = kind == ImageErrorKind::kTooLarge
+                             ? "JPEG: image too large, refused as a decompression bomb: "
+                             : "JPEG: ";
+    throw ImageError(kind, prefix + std::string(s_->err.message));
   }
 
  private:
-  std::unique_ptr<Session> s_;
+  std::unique_ptr<Session, SessionDeleter> s_;
   Input input_;
 };
 
