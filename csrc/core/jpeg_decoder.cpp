@@ -267,14 +267,14 @@ JpegInfo jpeg_read_info(const uint8_t* data, size_t size) {
           ci.num_components};
 }
 
-int jpeg_scaled_length(int length, int scale_denom) {
-  return static_cast<int>((static_cast<int64_t>(length) + scale_denom - 1) / scale_denom);
+int jpeg_scaled_length(int length, int scale_eighths) {
+  return static_cast<int>((static_cast<int64_t>(length) * scale_eighths + 7) / 8);
 }
 
 Image jpeg_decode(const uint8_t* data, size_t size, const JpegOptions& options) {
-  FERRY_CHECK(options.scale_denom == 1 || options.scale_denom == 2 ||
-                  options.scale_denom == 4 || options.scale_denom == 8,
-              "JPEG scale 1/", options.scale_denom);
+  FERRY_CHECK(options.scale_eighths >= 1 && options.scale_eighths <= 8, "JPEG scale ",
+              options.scale_eighths, "/8");
+  FERRY_CHECK(options.fast || options.scale_eighths == 8, "DCT scaling is the fast mode's");
   Decoder d(data, size);
   jpeg_decompress_struct& ci = d.cinfo();
   check_image_size(ci.image_width, ci.image_height);
@@ -297,8 +297,8 @@ Image jpeg_decode(const uint8_t* data, size_t size, const JpegOptions& options) 
   }
   ci.dct_method = options.fast ? JDCT_IFAST : JDCT_ISLOW;
   ci.do_fancy_upsampling = options.fast ? FALSE : TRUE;
-  ci.scale_num = 1;
-  ci.scale_denom = static_cast<unsigned int>(options.scale_denom);
+  ci.scale_num = static_cast<unsigned int>(options.scale_eighths);
+  ci.scale_denom = 8;
   d.run(step_calc_output);
 
   const int out_w = static_cast<int>(ci.output_width);
@@ -351,8 +351,8 @@ namespace {
 bool jpeg_available() { return false; }
 std::string jpeg_version() { return {}; }
 JpegInfo jpeg_read_info(const uint8_t*, size_t) { no_jpeg(); }
-int jpeg_scaled_length(int length, int scale_denom) {
-  return (length + scale_denom - 1) / scale_denom;
+int jpeg_scaled_length(int length, int scale_eighths) {
+  return static_cast<int>((static_cast<int64_t>(length) * scale_eighths + 7) / 8);
 }
 Image jpeg_decode(const uint8_t*, size_t, const JpegOptions&) { no_jpeg(); }
 
