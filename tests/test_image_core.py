@@ -9,6 +9,7 @@ from scikit-image re-encoded here, in tmp_path; nothing binary is committed.
 from __future__ import annotations
 
 import functools
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -402,6 +403,22 @@ def test_corrupt_truncated_and_foreign_files_raise_naming_file_and_sample(jpegs,
     out = torch.empty(3, 3, 20, 20)
     with pytest.raises(_C.ImageDecodeError, match=r"truncated\.jpg.*\(sample 11\)"):
         _C.load_images(paths, [ops] * 3, out, 2, 10)
+
+
+@needs_jpeg
+def test_paths_as_the_os_takes_them(jpegs, tmp_path):
+    good = jpegs["q75_420"].read_bytes()
+    ops = [("resize", 8, 8, BILINEAR), ("pil_to_tensor",)]
+    expect = _C.load_image(str(jpegs["q75_420"]), ops)
+    assert torch.equal(_C.load_image(jpegs["q75_420"], ops), expect)  # os.PathLike
+    odd = bytes(tmp_path) + b"/caf\xe9.jpg"  # not UTF-8
+    with open(odd, "wb") as f:
+        f.write(good[:2000])
+    with pytest.raises(_C.ImageDecodeError, match="truncated") as raised:
+        _C.load_image(odd, ops, 4)
+    assert "caf\udce9.jpg' (sample 4)" in str(raised.value)  # as os.fsdecode shows it
+    with pytest.raises(_C.ImageDecodeError):
+        _C.load_image(os.fsdecode(odd), ops, 4)
 
 
 def _bomb_jpeg(good: bytes) -> bytes:

@@ -22,29 +22,40 @@ namespace {
 PyObject* decode_error_type = nullptr;       // ferry._C.ImageDecodeError(RuntimeError)
 PyObject* unsupported_error_type = nullptr;  // ferry._C.UnsupportedImageFormat(ImageDecodeError)
 
+// The message as a str: a path in it that is not UTF-8 comes back as os.fsdecode gives it.
+py::object message_of(const ImageError& e) {
+  const std::string what = e.what();
+  PyObject* text = PyUnicode_DecodeUTF8(what.data(), static_cast<Py_ssize_t>(what.size()),
+                                        "surrogateescape");
+  if (text == nullptr) throw py::error_already_set();
+  return py::reinterpret_steal<py::object>(text);
+}
+
 void raise_image_error(const ImageError& e) {
+  const py::object message = message_of(e);
+  PyObject* type = PyExc_RuntimeError;
   switch (e.kind()) {
     case ImageErrorKind::kIo: {
       // OSError(errno, message) becomes FileNotFoundError, PermissionError... as open() raises.
       py::object exc = py::reinterpret_steal<py::object>(
-          PyObject_CallFunction(PyExc_OSError, "is", e.sys_errno(), e.what()));
-      if (exc) PyErr_SetObject(PyExc_OSError, exc.ptr());
+          PyObject_CallFunction(PyExc_OSError, "iO", e.sys_errno(), message.ptr()));
+      if (exc) PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exc.ptr())), exc.ptr());
       return;
     }
     case ImageErrorKind::kUnsupported:
-      PyErr_SetString(unsupported_error_type, e.what());
-      return;
+      type = unsupported_error_type;
+      break;
     case ImageErrorKind::kCorrupt:
     case ImageErrorKind::kTooLarge:
-      PyErr_SetString(decode_error_type, e.what());
-      return;
+      type = decode_error_type;
+      break;
     case ImageErrorKind::kBadArgument:
-      PyErr_SetString(PyExc_ValueError, e.what());
-      return;
+      type = PyExc_ValueError;
+      break;
     case ImageErrorKind::kInternal:
       break;
   }
-  PyErr_SetString(PyExc_RuntimeError, e.what());
+  PyErr_SetObject(type, message.ptr());
 }
 
 // A path as the OS takes it: str (encoded as os.fsencode does), bytes, or os.PathLike.

@@ -39,8 +39,9 @@ bool is_crop(const std::vector<ImageOp>& ops, size_t i) {
 }
 
 // The fast mode's JPEG decode when ops start with [crop inside the image,] resize: scaled
-// by the largest 1/2^k that keeps the source rectangle at least the resize's size, then
-// resampled from the exact (fractional) scaled rectangle. Nothing when ops do not start so.
+// in the DCT domain by the smallest M/8 that keeps the source rectangle at least the
+// resize's size, then resampled from the exact (fractional) scaled rectangle. Nothing when
+// ops do not start so, or when no M < 8 keeps the size.
 std::optional<Image> decode_jpeg_scaled(const uint8_t* data, size_t size,
                                         const std::vector<ImageOp>& ops, const JpegInfo& info,
                                         size_t* consumed) {
@@ -54,23 +55,25 @@ std::optional<Image> decode_jpeg_scaled(const uint8_t* data, size_t size,
     if (inside.width != box.width || inside.height != box.height) return std::nullopt;
   }
   const ImageOp& resize = ops[r];
-  int denom = 8;
-  while (denom > 1 && (box.width < resize.width * denom || box.height < resize.height * denom)) {
-    denom /= 2;
+  int eighths = 1;
+  while (eighths < 8 && (int64_t{box.width} * eighths < int64_t{resize.width} * 8 ||
+                         int64_t{box.height} * eighths < int64_t{resize.height} * 8)) {
+    ++eighths;
   }
-  if (denom == 1) return std::nullopt;
-  const float d = static_cast<float>(denom);
+  if (eighths == 8) return std::nullopt;
+  const float d = 8.0f / static_cast<float>(eighths);
   const float fl = box.left / d;
   const float ft = box.top / d;
   const float fr = (box.left + box.width) / d;
   const float fb = (box.top + box.height) / d;
   JpegOptions options;
   options.fast = true;
-  options.scale_denom = denom;
+  options.scale_eighths = eighths;
   const int x0 = static_cast<int>(std::floor(fl));
   const int y0 = static_cast<int>(std::floor(ft));
-  const int x1 = std::min(static_cast<int>(std::ceil(fr)), jpeg_scaled_length(info.width, denom));
-  const int y1 = std::min(static_cast<int>(std::ceil(fb)), jpeg_scaled_length(info.height, denom));
+  const int x1 = std::min(static_cast<int>(std::ceil(fr)), jpeg_scaled_length(info.width, eighths));
+  const int y1 =
+      std::min(static_cast<int>(std::ceil(fb)), jpeg_scaled_length(info.height, eighths));
   options.region = {x0, y0, x1 - x0, y1 - y0};
   const Image scaled = jpeg_decode(data, size, options);
   const ResampleBox rbox{fl - x0, ft - y0, std::min(fr - x0, static_cast<float>(x1 - x0)),

@@ -37,8 +37,8 @@ struct ImagePlan {
 };
 
 struct DecodeOptions {
-  // Declared inexact: JPEGs scaled down in the DCT domain (by up to 8) where the first
-  // resize shrinks its source at least twice, fast IDCT, plain chroma upsampling.
+  // Declared inexact: JPEGs scaled down in the DCT domain (by M/8, the smallest that keeps
+  // the first resize's source at least its size), fast IDCT, plain chroma upsampling.
   bool fast = false;
 };
 

@@ -182,6 +182,15 @@ bool is_unsupported(int msg_code) {
   }
 }
 
+// Destroys the libjpeg state with the Session: a member, so that it also runs when the
+// Decoder's constructor throws (a destructor of the Decoder would not).
+struct SessionDeleter {
+  void operator()(Session* s) const {
+    jpeg_destroy_decompress(&s->cinfo);  // safe in every state: cinfo.mem starts null
+    delete s;
+  }
+};
+
 class Decoder {
  public:
   Decoder(const uint8_t* data, size_t size) : s_(new Session{}), input_{data, size} {
@@ -192,7 +201,6 @@ class Decoder {
     run(step_create);
     run(step_read_header, &input_);
   }
-  ~Decoder() { jpeg_destroy_decompress(&s_->cinfo); }
   Decoder(const Decoder&) = delete;
   Decoder& operator=(const Decoder&) = delete;
 
@@ -207,11 +215,14 @@ class Decoder {
     const ImageErrorKind kind = code == JERR_IMAGE_TOO_BIG ? ImageErrorKind::kTooLarge
                                 : is_unsupported(code)     ? ImageErrorKind::kUnsupported
                                                            : ImageErrorKind::kCorrupt;
-    throw ImageError(kind, std::string("JPEG: ") + s_->err.message);
+    const char* prefix = kind == ImageErrorKind::kTooLarge
+                             ? "JPEG: image too large, refused as a decompression bomb: "
+                             : "JPEG: ";
+    throw ImageError(kind, prefix + std::string(s_->err.message));
   }
 
  private:
-  std::unique_ptr<Session> s_;
+  std::unique_ptr<Session, SessionDeleter> s_;
   Input input_;
 };
 
@@ -256,14 +267,14 @@ JpegInfo jpeg_read_info(const uint8_t* data, size_t size) {
           ci.num_components};
 }
 
-int jpeg_scaled_length(int length, int scale_denom) {
-  return static_cast<int>((static_cast<int64_t>(length) + scale_denom - 1) / scale_denom);
+int jpeg_scaled_length(int length, int scale_eighths) {
+  return static_cast<int>((static_cast<int64_t>(length) * scale_eighths + 7) / 8);
 }
 
 Image jpeg_decode(const uint8_t* data, size_t size, const JpegOptions& options) {
-  FERRY_CHECK(options.scale_denom == 1 || options.scale_denom == 2 ||
-                  options.scale_denom == 4 || options.scale_denom == 8,
-              "JPEG scale 1/", options.scale_denom);
+  FERRY_CHECK(options.scale_eighths >= 1 && options.scale_eighths <= 8, "JPEG scale ",
+              options.scale_eighths, "/8");
+  FERRY_CHECK(options.fast || options.scale_eighths == 8, "DCT scaling is the fast mode's");
   Decoder d(data, size);
   jpeg_decompress_struct& ci = d.cinfo();
   check_image_size(ci.image_width, ci.image_height);
@@ -286,8 +297,8 @@ Image jpeg_decode(const uint8_t* data, size_t size, const JpegOptions& options) 
   }
   ci.dct_method = options.fast ? JDCT_IFAST : JDCT_ISLOW;
   ci.do_fancy_upsampling = options.fast ? FALSE : TRUE;
-  ci.scale_num = 1;
-  ci.scale_denom = static_cast<unsigned int>(options.scale_denom);
+  ci.scale_num = static_cast<unsigned int>(options.scale_eighths);
+  ci.scale_denom = 8;
   d.run(step_calc_output);
 
   const int out_w = static_cast<int>(ci.output_width);
@@ -340,8 +351,8 @@ namespace {
 bool jpeg_available() { return false; }
 std::string jpeg_version() { return {}; }
 JpegInfo jpeg_read_info(const uint8_t*, size_t) { no_jpeg(); }
-int jpeg_scaled_length(int length, int scale_denom) {
-  return (length + scale_denom - 1) / scale_denom;
+int jpeg_scaled_length(int length, int scale_eighths) {
+  return static_cast<int>((static_cast<int64_t>(length) * scale_eighths + 7) / 8);
 }
 Image jpeg_decode(const uint8_t*, size_t, const JpegOptions&) { no_jpeg(); }
 

@@ -30,9 +30,9 @@ struct PixelRect {
 };
 
 struct JpegOptions {
-  // PIL's settings. The fast mode (declared inexact) scales in the DCT domain by
-  // 1/scale_denom (1, 2, 4 or 8), uses the fast integer IDCT and plain upsampling.
-  int scale_denom = 1;
+  // PIL's settings. The fast mode (declared inexact) uses the fast integer IDCT and plain
+  // chroma upsampling, and may scale in the DCT domain by scale_eighths / 8 (1 to 8).
+  int scale_eighths = 8;
   bool fast = false;
   // The rectangle to decode, in scaled coordinates; width 0: the whole image. Only the
   // rows and iMCU columns it needs are decoded, with pixels identical to a full decode.
@@ -42,8 +42,8 @@ struct JpegOptions {
 // The header only (throws kCorrupt on a malformed one, kTooLarge on a decompression bomb).
 JpegInfo jpeg_read_info(const uint8_t* data, size_t size);
 
-// Size of the image decoded with 1/scale_denom DCT scaling (libjpeg's rounding up).
-int jpeg_scaled_length(int length, int scale_denom);
+// Size of the image decoded with scale_eighths / 8 DCT scaling (libjpeg's rounding up).
+int jpeg_scaled_length(int length, int scale_eighths);
 
 // The image (or options.region of it) as PIL's convert("RGB") gives it: YCbCr and RGB
 // files as libjpeg converts them, CMYK/YCCK inverted (PIL assumes Adobe's convention) then

@@ -106,6 +106,15 @@ void step_read_image(Session* s, void* rows) {
   png_read_image(s->png, static_cast<png_bytepp>(rows));
 }
 
+// Destroys the libpng state with the Session: a member, so that it also runs when the
+// Decoder's constructor throws (a destructor of the Decoder would not).
+struct SessionDeleter {
+  void operator()(Session* s) const {
+    if (s->png != nullptr) png_destroy_read_struct(&s->png, &s->info, nullptr);
+    delete s;
+  }
+};
+
 class Decoder {
  public:
   Decoder(const uint8_t* data, size_t size) : s_(new Session{}) {
@@ -114,13 +123,9 @@ class Decoder {
     s_->png = png_create_read_struct(PNG_LIBPNG_VER_STRING, s_.get(), on_error, on_warning);
     if (s_->png == nullptr) throw std::bad_alloc();
     s_->info = png_create_info_struct(s_->png);
-    if (s_->info == nullptr) {
-      png_destroy_read_struct(&s_->png, nullptr, nullptr);
-      throw std::bad_alloc();
-    }
+    if (s_->info == nullptr) throw std::bad_alloc();
     run(step_read_info);
   }
-  ~Decoder() { png_destroy_read_struct(&s_->png, &s_->info, nullptr); }
   Decoder(const Decoder&) = delete;
   Decoder& operator=(const Decoder&) = delete;
 
@@ -134,7 +139,7 @@ class Decoder {
   }
 
  private:
-  std::unique_ptr<Session> s_;
+  std::unique_ptr<Session, SessionDeleter> s_;
 };
 
 PngInfo info_of(Decoder& d) {

@@ -71,7 +71,7 @@ bool decode_jpeg(const Bytes& b) {
     (void)ferry::jpeg_decode(b.data(), b.size(), region);
     ferry::JpegOptions fast;
     fast.fast = true;
-    fast.scale_denom = 4;
+    fast.scale_eighths = 3;
     (void)ferry::jpeg_decode(b.data(), b.size(), fast);
   } catch (const ImageError&) {
     return true;

@@ -64,18 +64,18 @@ std::vector<PixelRect> rects(int w, int h, std::mt19937& rng, int count) {
   return out;
 }
 
-void check_regions(const std::vector<uint8_t>& file, bool fast, int denom, const char* what,
+void check_regions(const std::vector<uint8_t>& file, bool fast, int eighths, const char* what,
                    std::mt19937& rng) {
   JpegOptions whole;
   whole.fast = fast;
-  whole.scale_denom = denom;
+  whole.scale_eighths = eighths;
   const Image full = ferry::jpeg_decode(file.data(), file.size(), whole);
   for (const PixelRect& r : rects(full.width(), full.height(), rng, 40)) {
     JpegOptions part = whole;
     part.region = r;
     const Image got = ferry::jpeg_decode(file.data(), file.size(), part);
     const std::string diff = difference(got, copy_rect(full, r.left, r.top, r.width, r.height));
-    EXPECT(diff.empty(), what, " fast=", fast, " 1/", denom, " region ", r.width, "x", r.height,
+    EXPECT(diff.empty(), what, " fast=", fast, " ", eighths, "/8 region ", r.width, "x", r.height,
            " at (", r.left, ", ", r.top, "): ", diff);
     if (!diff.empty()) return;
   }
@@ -90,7 +90,7 @@ FERRY_IMAGE_TEST(jpeg_region_decode_matches_full_decode) {
     for (const auto& size : sizes) {
       const auto pixels = image_samples::synthetic(size[0], size[1], c.channels, 7);
       const auto file = image_samples::encode_jpeg(pixels, c.spec);
-      check_regions(file, false, 1, c.name, rng);
+      check_regions(file, false, 8, c.name, rng);
     }
   }
 }
@@ -100,7 +100,7 @@ FERRY_IMAGE_TEST(jpeg_region_decode_matches_full_decode_scaled_fast) {
   for (const Config& c : configs()) {
     const auto pixels = image_samples::synthetic(211, 163, c.channels, 3);
     const auto file = image_samples::encode_jpeg(pixels, c.spec);
-    for (int denom : {1, 2, 4, 8}) check_regions(file, true, denom, c.name, rng);
+    for (int eighths : {8, 7, 5, 4, 3, 2, 1}) check_regions(file, true, eighths, c.name, rng);
   }
 }
 
@@ -122,13 +122,13 @@ FERRY_IMAGE_TEST(jpeg_decodes_to_pil_modes) {
 FERRY_IMAGE_TEST(jpeg_scaled_sizes_round_up) {
   const auto pixels = image_samples::synthetic(203, 157, 3, 2);
   const auto file = image_samples::encode_jpeg(pixels, JpegSpec{});
-  for (int denom : {2, 4, 8}) {
+  for (int eighths : {1, 2, 3, 4, 5, 6, 7}) {
     JpegOptions o;
     o.fast = true;
-    o.scale_denom = denom;
+    o.scale_eighths = eighths;
     const Image img = ferry::jpeg_decode(file.data(), file.size(), o);
-    EXPECT(img.width() == ferry::jpeg_scaled_length(203, denom));
-    EXPECT(img.height() == ferry::jpeg_scaled_length(157, denom));
+    EXPECT(img.width() == (203 * eighths + 7) / 8 && img.height() == (157 * eighths + 7) / 8);
+    EXPECT(img.width() == ferry::jpeg_scaled_length(203, eighths));
   }
 }
 
