@@ -62,6 +62,55 @@ def test_the_images_path_is_taken_and_gives_torchs_batches(folder, num_workers):
     assert_same_batches(expected, got)
 
 
+@pytest.fixture(scope="module")
+def small_gray(tmp_path_factory) -> str:
+    """FashionMNIST-like: 28x28 grayscale PNGs in two class folders."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("gray")
+    g = torch.Generator().manual_seed(4)
+    for k in range(10):
+        (root / f"c{k % 2}").mkdir(exist_ok=True)
+        pixels = torch.randint(0, 256, (28, 28), dtype=torch.uint8, generator=g).numpy()
+        Image.fromarray(pixels, "L").save(root / f"c{k % 2}" / f"{k}.png")
+    return str(root)
+
+
+@needs_native
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_a_transform_that_keeps_the_files_size(small_gray, num_workers):
+    # no crop nor resize: each row's shape is the file's own size, from its header
+    ds = ImageFolder(small_gray, transform=T.Compose(
+        [T.Grayscale(), T.ToTensor(), T.Normalize([0.5], [0.5])]))
+    kwargs = dict(batch_size=4, shuffle=True, num_workers=num_workers)
+    loader = ferry.DataLoader(ds, generator=gen(), **kwargs)
+    assert iter(loader).path == "images"
+    got = run(ferry.DataLoader, ds, generator=gen(), **kwargs)
+    assert got[0][0].shape == (4, 1, 28, 28)
+    assert_same_batches(run(TorchLoader, ds, generator=gen(), **kwargs), got)
+
+
+@needs_native
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_fast_decode_gives_torchs_batches_close_to_exact(folder, num_workers):
+    # the declared-inexact mode is the dataset's: torch's loader over it gives the same
+    # batches, and they stay near the exact ones (same crops: same draws)
+    tf = T.Compose([T.RandomResizedCrop(64), T.ToTensor()])
+    fast = ImageFolder(folder, transform=tf, decode="fast")
+    exact = ImageFolder(folder, transform=tf)
+    kwargs = dict(batch_size=4, shuffle=True, num_workers=num_workers)
+    got = run(ferry.DataLoader, fast, generator=gen(), **kwargs)
+    assert_same_batches(run(TorchLoader, fast, generator=gen(), **kwargs), got)
+    reference = run(ferry.DataLoader, exact, generator=gen(), **kwargs)
+    diff = torch.cat([(a[0] - b[0]).abs().flatten() for a, b in zip(got, reference)])
+    assert 0 < diff.mean() < 4 / 255, diff.mean()
+
+
+def test_decode_takes_exact_or_fast(folder):
+    with pytest.raises(ValueError, match="decode must be one of"):
+        ImageFolder(folder, decode="quick")
+
+
 @needs_native
 def test_without_workers_the_crops_follow_draws_between_batches(folder):
     # torch draws a batch's crops when next() asks for it: a training step that draws

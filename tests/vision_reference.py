@@ -77,7 +77,9 @@ class FakeNative:
     def image_codecs(self) -> dict[str, str]:
         return {"jpeg": "fake", "png": "fake"}
 
-    def load_image(self, path: str, ops: list, sample_index: int = -1) -> torch.Tensor:
+    def load_image(self, path: str, ops: list, sample_index: int = -1, *,
+                   fast: bool = False) -> torch.Tensor:
+        # fast: the exact pixels (the declared-inexact mode may give those too)
         self.load_calls.append((path, ops, sample_index))
         with open(path, "rb") as f:
             img = Image.open(f).convert("RGB")

@@ -112,9 +112,10 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def output_shape(ops: list[Any]) -> tuple[tuple[int, ...], torch.dtype]:
-    """The shape and dtype of the tensor an op list makes (see ferry.vision._plan)."""
-    channels, height, width = 3, 0, 0
+def output_shape(ops: list[Any], size: tuple[int, int]) -> tuple[tuple[int, ...], torch.dtype]:
+    """The shape and dtype of the tensor an op list makes of an RGB image of `size`
+    (width, height) (see ferry.vision._plan)."""
+    channels, (width, height) = 3, size
     for op in ops:
         kind = op[0]
         if kind == "crop":
@@ -137,11 +138,13 @@ class _Batch:
     """One batch planned: for each sample, its file and ops for the C++ pipeline (or its
     image already made, where its file takes the Python path), and its target."""
 
-    def __init__(self, indices: list[int], samples: list[tuple[Any, Any, Any]]) -> None:
+    def __init__(self, indices: list[int], samples: list[tuple[Any, ...]]) -> None:
         self.indices = indices
         self.paths = [s[0] for s in samples]  # None: the image was made in Python
         self.ops = [s[1] for s in samples]  # the ops, or that image
         self.targets = [s[2] for s in samples]
+        self.fast = [s[3] for s in samples]  # the dataset's decode="fast"
+        self.sizes = [s[4] for s in samples]  # (width, height) of the file, or None
         self.error: Exception | None = None  # a sample failed while it was planned
         self.worker: int | None = None  # the emulated worker that planned it
         self.rng_after: torch.Tensor | None = None  # that worker's generator after it
@@ -185,14 +188,20 @@ class ImagesIter(Resumable, _BaseDataLoaderIter):
     # --- planning: the draws, in torch's order ----------------------------------------
     def _plan(self, index: Any) -> _Batch:
         indices = list(index)
-        samples: list[tuple[Any, Any, Any]] = []
+        samples: list[tuple[Any, ...]] = []
+        compiled: dict[int, Any] = {}  # each dataset's transform, compiled once a batch
         for i in indices:
             leaf = _resolve(self._dataset, i)
             try:
-                planned = leaf.dataset.native_sample(leaf.index)
+                ds = leaf.dataset
+                if id(ds) not in compiled:
+                    compiled[id(ds)] = ds._compiled()
+                planned = ds.native_plan(leaf.index, compiled[id(ds)])
                 if planned is None:  # a file the C++ decoders do not read: Python, now
-                    image, target = leaf.dataset[leaf.index]
-                    planned = (None, image, target)
+                    image, target = ds[leaf.index]
+                    planned = (None, image, target, None)
+                path, ops, target, size = planned
+                planned = (path, ops, target, ds.fast, size)
             except Exception as exc:
                 # raised when this batch is handed over, as torch's worker would; the
                 # batch's later samples are not drawn for (torch's fetch stops here)
@@ -220,16 +229,18 @@ class ImagesIter(Resumable, _BaseDataLoaderIter):
         started = time.perf_counter()
         if batch.error is not None:
             raise batch.error
-        shapes = {output_shape(ops) if path is not None else (tuple(ops.shape), ops.dtype)
-                  for path, ops in zip(batch.paths, batch.ops, strict=True)}
-        if len(shapes) == 1 and all(p is not None for p in batch.paths):
+        shapes = {output_shape(ops, size) if path is not None else (tuple(ops.shape), ops.dtype)
+                  for path, ops, size in zip(batch.paths, batch.ops, batch.sizes, strict=True)}
+        if (len(shapes) == 1 and all(p is not None for p in batch.paths)
+                and len(set(batch.fast)) == 1):
             (shape, dtype), = shapes
             images = torch.empty((len(batch.paths), *shape), dtype=dtype,
                                  pin_memory=self._pin_memory)
             self._load(batch, images, threads)
         else:
-            # images of different sizes (torch's collate raises its own error on them), or
-            # some made in Python: one at a time, then collated as torch collates them
+            # images of different sizes (torch's collate raises its own error on them),
+            # some made in Python, or datasets with different decode modes: one at a time,
+            # then collated as torch collates them
             images = default_collate([
                 o if p is None else self._load_one(batch, k)
                 for k, (p, o) in enumerate(zip(batch.paths, batch.ops, strict=True))])
@@ -243,14 +254,15 @@ class ImagesIter(Resumable, _BaseDataLoaderIter):
     def _load(self, batch: _Batch, out: torch.Tensor, threads: int) -> None:
         # the C++ error names the file and the sample's position in the batch
         try:
-            self._C.load_images(batch.paths, batch.ops, out, threads, 0)
+            self._C.load_images(batch.paths, batch.ops, out, threads, 0, fast=batch.fast[0])
         except Exception as exc:
             exc.add_note(f"(ferry's image pipeline: a batch of sample indices {batch.indices})")
             raise
 
     def _load_one(self, batch: _Batch, k: int) -> torch.Tensor:
         try:
-            return self._C.load_image(batch.paths[k], batch.ops[k], batch.indices[k])
+            return self._C.load_image(batch.paths[k], batch.ops[k], batch.indices[k],
+                                      fast=batch.fast[k])
         except Exception as exc:
             exc.add_note(f"(ferry's image pipeline: sample index {batch.indices[k]})")
             raise

@@ -3,12 +3,12 @@ user's own dataset, ferry against torch.utils.data.DataLoader in one run."""
 
 import sys
 
-from . import gpu, native, workers
+from . import gpu, images, native, workers
 from .common import main
 
 # The order of a run; the CUDA ones last, so that this process initialises CUDA only
 # after the other workloads' workers were forked.
-WORKLOADS = (*native.WORKLOADS, *workers.WORKLOADS, *gpu.WORKLOADS)
+WORKLOADS = (*native.WORKLOADS, *workers.WORKLOADS, *images.WORKLOADS, *gpu.WORKLOADS)
 
 if __name__ == "__main__":
     sys.exit(main(WORKLOADS))

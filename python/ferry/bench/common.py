@@ -56,6 +56,7 @@ class Run:
     steps: int = 0
     wait_s: float = 0.0
     path: str = ""  # ferry's producer ("workers", ...), torch's iterator class, or ""
+    cpu_s: float = 0.0  # CPU seconds of the process and its workers, where measured
 
 
 @dataclass

@@ -33,6 +33,7 @@ def default_loader(path: str) -> Image.Image:
 # say which it was built with.
 _DEFAULT_CODECS = frozenset({"jpeg", "png"})
 _UNKNOWN, _NOT_NATIVE = -1, -2
+DECODE_MODES = ("exact", "fast")
 
 
 def _native_module() -> Any:
@@ -49,6 +50,14 @@ class ImageSamples(torch.utils.data.Dataset):
     and transforms it, drawing the transform's random parameters from torch's RNG as the
     Python transforms would; otherwise ``loader(path)`` then ``transform(image)``. Either
     way the sample is the same. ``target_transform`` is applied after the transform.
+
+    ``decode="fast"`` (off by default) trades exactness for speed where C++ decodes a
+    JPEG: the decoder scales it down in the DCT domain by the smallest M/8 that keeps the
+    crop at least the resize's size, with libjpeg's fast integer IDCT and plain chroma
+    upsampling, before the exact resize. Pixels then differ from PIL's by about 1/255
+    on average (tens of levels at sharp edges); BENCHMARKS.md has the measured figures.
+    PNGs, files PIL decodes, and a dataset whose samples take the Python path decode
+    exactly either way.
     """
 
     def __init__(
@@ -57,7 +66,12 @@ class ImageSamples(torch.utils.data.Dataset):
         transform: Callable[[Any], Any] | None = None,
         target_transform: Callable[[Any], Any] | None = None,
         loader: Callable[[str], Any] = default_loader,
+        *,
+        decode: str = "exact",
     ) -> None:
+        if decode not in DECODE_MODES:
+            raise ValueError(f"decode must be one of {DECODE_MODES}, got {decode!r}")
+        self.decode = decode
         self.samples = samples
         self.transform = transform
         self.target_transform = target_transform
@@ -81,15 +95,26 @@ class ImageSamples(torch.utils.data.Dataset):
         ``self[index]`` would draw them; the image is not decoded (its size comes from its
         header, cached). None, with nothing drawn, where the sample takes the Python path
         (``self[index]`` then does all of it)."""
+        planned = self.native_plan(index, self._compiled())
+        return None if planned is None else planned[:3]
+
+    def native_plan(self, index: int, compiled: CompiledTransform | None
+                    ) -> tuple[str, list[Op], Any, tuple[int, int]] | None:
+        """native_sample with the transform already compiled (once for a batch, by
+        ferry's image path), and the file's (width, height) beside the ops."""
         path, target = self.samples[index]
-        compiled = self._compiled()
         size = None if compiled is None else self._native_size(index)
         if size is None:
             return None
         ops = compiled.draw(*size)
         if self.target_transform is not None:
             target = self.target_transform(target)
-        return path, ops, target
+        return path, ops, target, size
+
+    @property
+    def fast(self) -> bool:
+        """Whether the native decoders run in the declared-inexact fast mode."""
+        return self.decode == "fast"
 
     def supports_native(self) -> bool:
         """Whether native_sample can describe this dataset's samples: the default loader
@@ -119,7 +144,7 @@ class ImageSamples(torch.utils.data.Dataset):
         size = None if compiled is None else self._native_size(index)
         if size is not None:
             ops = compiled.draw(*size)
-            return native.load_image(path, ops, self._position(index))
+            return native.load_image(path, ops, self._position(index), fast=self.fast)
         sample = self.loader(path)
         if self.transform is not None:
             sample = self.transform(sample)

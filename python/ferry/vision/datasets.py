@@ -111,6 +111,8 @@ class DatasetFolder(ImageSamples):
         target_transform: Callable[[Any], Any] | None = None,
         is_valid_file: Callable[[str], bool] | None = None,
         allow_empty: bool = False,
+        *,
+        decode: str = "exact",
     ) -> None:
         self.root = os.path.expanduser(root) if isinstance(root, str) else root
         classes, class_to_idx = self.find_classes(self.root)
@@ -121,7 +123,7 @@ class DatasetFolder(ImageSamples):
             is_valid_file=is_valid_file,
             allow_empty=allow_empty,
         )
-        super().__init__(samples, transform, target_transform, loader)
+        super().__init__(samples, transform, target_transform, loader, decode=decode)
         self.extensions = extensions
         self.classes = classes
         self.class_to_idx = class_to_idx
@@ -157,6 +159,8 @@ class ImageFolder(DatasetFolder):
         loader: Callable[[str], Any] = default_loader,
         is_valid_file: Callable[[str], bool] | None = None,
         allow_empty: bool = False,
+        *,
+        decode: str = "exact",
     ) -> None:
         super().__init__(
             root,
@@ -166,6 +170,7 @@ class ImageFolder(DatasetFolder):
             target_transform=target_transform,
             is_valid_file=is_valid_file,
             allow_empty=allow_empty,
+            decode=decode,
         )
         self.imgs = self.samples
 
@@ -186,6 +191,8 @@ class ImageList(ImageSamples):
         transform: Callable[[Any], Any] | None = None,
         target_transform: Callable[[Any], Any] | None = None,
         loader: Callable[[str], Any] = default_loader,
+        *,
+        decode: str = "exact",
     ) -> None:
         self.root = os.path.expanduser(root) if isinstance(root, str) else root
         resolved = []
@@ -198,7 +205,7 @@ class ImageList(ImageSamples):
             if self.root is not None:
                 path = os.path.join(self.root, path)
             resolved.append((path, label))
-        super().__init__(resolved, transform, target_transform, loader)
+        super().__init__(resolved, transform, target_transform, loader, decode=decode)
         self.targets = [label for _, label in resolved]
 
     @classmethod
@@ -210,6 +217,8 @@ class ImageList(ImageSamples):
         target_transform: Callable[[Any], Any] | None = None,
         loader: Callable[[str], Any] = default_loader,
         header: bool | None = None,
+        *,
+        decode: str = "exact",
     ) -> ImageList:
         """The images listed in a CSV whose rows are ``file name, label`` (further columns
         are ignored), files relative to `img_dir`. Labels that are all integers become
@@ -228,7 +237,7 @@ class ImageList(ImageSamples):
         if all(_is_int(label) for label in labels):
             labels = [int(label) for label in labels]
         samples = [(row[0], label) for row, label in zip(rows, labels, strict=True)]
-        return cls(samples, img_dir, transform, target_transform, loader)
+        return cls(samples, img_dir, transform, target_transform, loader, decode=decode)
 
 
 def _read_rows(path: str | os.PathLike) -> list[list[str]]:

@@ -513,12 +513,14 @@ class Normalize(torch.nn.Module):
         for values in (mean, std):
             if values.ndim > 1 or values.numel() not in (1, channels):
                 return False  # torch's broadcasting error comes from the Python path
+        if (std == 0).any():
+            return False  # so does the zero-std error, sample by sample
         state.mean = tuple(mean.expand(channels).tolist())
         state.std = tuple(std.expand(channels).tolist())
         return True
 
     def _plan_emit(self, state: PlanState) -> None:
-        F.normalize_tables(self.mean, self.std, torch.float32)  # its zero-std error, in turn
+        pass  # no draws; the tables are in the tensor stage (_plan_check)
 
     def extra_repr(self) -> str:
         return f"mean={self.mean}, std={self.std}"
