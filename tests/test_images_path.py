@@ -102,7 +102,7 @@ def test_fast_decode_gives_torchs_batches_close_to_exact(folder, num_workers):
     got = run(ferry.DataLoader, fast, generator=gen(), **kwargs)
     assert_same_batches(run(TorchLoader, fast, generator=gen(), **kwargs), got)
     reference = run(ferry.DataLoader, exact, generator=gen(), **kwargs)
-    diff = torch.cat([(a[0] - b[0]).abs().flatten() for a, b in zip(got, reference)])
+    diff = torch.cat([(a[0] - b[0]).abs().flatten() for a, b in zip(got, reference, strict=True)])
     assert 0 < diff.mean() < 4 / 255, diff.mean()
 
 
