@@ -13,6 +13,7 @@ from contextlib import nullcontext
 import pytest
 import torch
 
+import ferry
 from benchdata import Squares
 from ferry.bench import gpu
 from ferry.bench.common import Progress, parse_args, settings_from, user_loaders
@@ -46,6 +47,27 @@ def test_quick_standard_workloads(tmp_path):
     assert "\r" not in run.stderr
     assert [line.split()[:2] for line in run.stderr.splitlines() if " passes in " in line] == [
         ["W1", "done:"], ["W2", "done:"]]
+
+
+def test_image_workloads(tmp_path):
+    out = tmp_path / "bench.json"
+    run = bench("--workloads", "W4,W5", "--images", "128", "--repeats", "1",
+                "--json", str(out))
+    assert run.returncode == 0, run.stderr[-3000:]
+    workloads = json.loads(out.read_text())["workloads"]
+    if ferry.backend_info()["image_codecs"].keys() < {"jpeg", "png"}:
+        assert all(w["skipped"] for w in workloads.values())
+        return
+    for name, workload in workloads.items():
+        assert "128 files" in workload["title"], workload["title"]
+        rows = {row["loader"]: row for row in workload["rows"]}
+        assert {"torch nw=0", "torch nw=1", "torch nw=2", "ferry nw=2"} <= rows.keys(), name
+        for row in rows.values():
+            assert row["samples_per_s_median"] > 0 and row["samples_per_cpu_s"] > 0
+            if row["kind"] == "ferry":
+                assert row["paths"] == ["images"], (name, row)
+        assert all(f["vs_best_torch"] > 0 for f in workload["summary"].values()), name
+    assert "ferry nw=2, decode='fast'" in {r["loader"] for r in workloads["W4"]["rows"]}
 
 
 def test_user_dataset(tmp_path):

@@ -56,7 +56,7 @@ class Run:
     steps: int = 0
     wait_s: float = 0.0
     path: str = ""  # ferry's producer ("workers", ...), torch's iterator class, or ""
-    cpu_s: float = 0.0  # CPU seconds of the process and its workers, where measured
+    cpu_s: float = 0.0  # CPU seconds of the process and its workers (shutdown included)
 
 
 @dataclass
@@ -149,6 +149,7 @@ def time_epoch(loader: Iterable[Any], max_batches: int | None) -> Run:
     """Iterates `loader` for an epoch (or `max_batches`). iter() is inside the timed
     region: worker start-up is paid every epoch unless workers persist."""
     samples = 0
+    cpu_before = process_cpu_s()
     start = time.perf_counter()
     it = iter(loader)
     path = iterator_path(it)
@@ -158,7 +159,13 @@ def time_epoch(loader: Iterable[Any], max_batches: int | None) -> Run:
             break
     elapsed = time.perf_counter() - start
     del it  # shutdown (workers joined) outside the timed region
-    return Run(samples, elapsed, path=path)
+    return Run(samples, elapsed, path=path, cpu_s=process_cpu_s() - cpu_before)
+
+
+def process_cpu_s() -> float:
+    """CPU seconds of this process and its reaped children (workers that were joined)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def kind_of(cls: type) -> str:

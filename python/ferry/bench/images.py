@@ -35,14 +35,13 @@ from .common import (
     Progress,
     Result,
     Row,
-    Run,
     Settings,
     Workload,
     goal,
+    loader_config,
     loader_kwargs,
     measure,
     runs,
-    time_epoch,
 )
 
 TMP_ROOT = "/tmp"
@@ -155,29 +154,9 @@ def write_mnist_like(root: Path, n: int, classes: int, seed: int) -> None:
         image.save(root / f"class{i % classes:02d}" / f"{i:06d}.png")
 
 
-# ---------------------------------------------------------------------------- timing
-
-
-def cpu_s() -> float:
-    """CPU seconds of this process and its reaped children."""
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
-
-
-def timed(make: Callable[[], Any]) -> Callable[[], Run]:
-    """One epoch of a fresh loader, with the CPU seconds it cost (workers included: the
-    loader is shut down before the CPU is read)."""
-
-    def run() -> Run:
-        before = cpu_s()
-        r = time_epoch(make(), None)
-        return Run(r.samples, r.seconds, path=r.path, cpu_s=cpu_s() - before)
-
-    return run
-
-
 def image_configs(settings: Settings, folder: Path, transform: Callable[[Any], Any],
-                  batch_size: int, ferry_rows: dict[str, dict[str, Any]]) -> list[Config]:
+                  batch_size: int, ferry_rows: dict[str, tuple[int, dict[str, Any]]]
+                  ) -> list[Config]:
     t, which = _transforms()
     samples = ferry.vision.ImageFolder(folder).samples
     tutorial = TutorialImages(samples, transform(t))
@@ -186,23 +165,17 @@ def image_configs(settings: Settings, folder: Path, transform: Callable[[Any], A
         return loader_kwargs(settings, workers, batch_size=batch_size)
 
     configs = [
-        Config(f"torch nw={w}", "torch",
-               timed(lambda w=w: TorchDataLoader(tutorial, **kwargs(w))),
-               lambda w=w: time_epoch(TorchDataLoader(tutorial, **kwargs(w)),
-                                      settings.warmup_batches),
-               note=f"the tutorial's dataset: PIL open + convert('RGB'), {which}")
+        loader_config(f"torch nw={w}", "torch",
+                      lambda w=w: TorchDataLoader(tutorial, **kwargs(w)), settings.warmup_batches,
+                      note=f"the tutorial's dataset: PIL open + convert('RGB'), {which}")
         for w in TORCH_WORKERS
     ]
     for name, (workers, extra) in ferry_rows.items():
         ds = ferry.vision.ImageFolder(folder, transform=transform(ferry.vision.transforms),
                                       **extra)
-        configs.append(Config(
-            name, "ferry",
-            timed(lambda ds=ds, w=workers: ferry.DataLoader(ds, **kwargs(w))),
-            lambda ds=ds, w=workers: time_epoch(ferry.DataLoader(ds, **kwargs(w)),
-                                                settings.warmup_batches),
-            note="ferry.vision.ImageFolder + ferry.vision.transforms",
-        ))
+        configs.append(loader_config(
+            name, "ferry", lambda ds=ds, w=workers: ferry.DataLoader(ds, **kwargs(w)),
+            settings.warmup_batches, note="ferry.vision.ImageFolder + ferry.vision.transforms"))
     return configs
 
 
@@ -220,7 +193,7 @@ def per_cpu_second(row: Row) -> float | None:
 
 def _workload(name: str, title: str, settings: Settings, progress: Progress,
               write: Callable[[Path], None], transform: Callable[[Any], Any],
-              batch_size: int, ferry_rows: dict[str, dict[str, Any]]) -> Result:
+              batch_size: int, ferry_rows: dict[str, tuple[int, dict[str, Any]]]) -> Result:
     with tempfile.TemporaryDirectory(prefix="ferry-bench-", dir=TMP_ROOT) as tmp:
         folder = Path(tmp)
         progress.add(1)
@@ -247,12 +220,27 @@ def _workload(name: str, title: str, settings: Settings, progress: Progress,
     )
 
 
+def summarize(res: Result, goals: dict[str, float]) -> Result:
+    """Each goal's row against the best torch row, with its images per CPU second."""
+    best = res.best("torch")
+    assert best is not None
+    for name, target in goals.items():
+        row = res.row(name)
+        assert row is not None
+        vs, per_core = row.median / best.median, per_cpu_second(row)
+        res.summarize(f"  {name}: {vs:.2f}x {best.name} (goal >= {target}x: "
+                      f"{goal(vs >= target)}); {per_core or 0:,.0f} img/s per core",
+                      vs_best_torch=vs, goal=target, goal_met=vs >= target,
+                      images_per_cpu_s=per_core)
+    return res
+
+
 def _batch(settings: Settings, default: int) -> int:
     return settings.args.batch_size or default
 
 
 def run_w4(settings: Settings, progress: Progress) -> Result:
-    n = 384 if settings.quick else 1536
+    n = _files(settings, 384 if settings.quick else 1536)
     ferry_rows = {
         "ferry nw=2": (2, {}),
         "ferry nw=2, decode='fast'": (2, {"decode": "fast"}),
@@ -263,36 +251,28 @@ def run_w4(settings: Settings, progress: Progress) -> Result:
         "Normalize", settings, progress,
         lambda root: write_imagenet_like(root, n, 16, settings.seed), w4_transform,
         _batch(settings, W4_BATCH), ferry_rows)
-    best = res.best("torch")
-    assert best is not None
-    for row, target in (("ferry nw=2", W4_GOAL_EXACT), ("ferry nw=2, decode='fast'",
-                                                         W4_GOAL_FAST)):
-        r = res.row(row)
-        assert r is not None
-        vs = r.median / best.median
-        res.summarize(f"  {row}: {vs:.2f}x {best.name} (goal >= {target}x: "
-                      f"{goal(vs >= target)}); {per_cpu_second(r) or 0:,.0f} img/s per core",
-                      vs_best_torch=vs, goal=target, goal_met=vs >= target,
-                      images_per_cpu_s=per_cpu_second(r))
-    return res
+    return summarize(res, {"ferry nw=2": W4_GOAL_EXACT,
+                           "ferry nw=2, decode='fast'": W4_GOAL_FAST})
 
 
 def run_w5(settings: Settings, progress: Progress) -> Result:
-    n = 10_240 if settings.quick else 30_720
+    n = _files(settings, 10_240 if settings.quick else 30_720)
     res = _workload(
         "W5", "FashionMNIST-like 28x28 grayscale PNGs, Grayscale+ToTensor+Normalize",
         settings, progress, lambda root: write_mnist_like(root, n, 10, settings.seed),
         w5_transform, _batch(settings, W5_BATCH),
         {"ferry nw=2": (2, {}), "ferry nw=0": (0, {})})
-    best = res.best("torch")
-    assert best is not None
-    for r in (r for r in res.rows if r.kind == "ferry"):
-        vs = r.median / best.median
-        res.summarize(f"  {r.name}: {vs:.2f}x {best.name} (goal >= {W5_GOAL}x: "
-                      f"{goal(vs >= W5_GOAL)}); {per_cpu_second(r) or 0:,.0f} img/s per core",
-                      vs_best_torch=vs, goal=W5_GOAL, goal_met=vs >= W5_GOAL,
-                      images_per_cpu_s=per_cpu_second(r))
-    return res
+    return summarize(res, {"ferry nw=2": W5_GOAL, "ferry nw=0": W5_GOAL})
+
+
+def _files(settings: Settings, default: int) -> int:
+    return getattr(settings.args, "images", None) or default
+
+
+def _options(group: Any) -> None:
+    group.add_argument("--images", type=int,
+                       help="files written for each of W4 and W5 (default W4 1,536, W5 30,720; "
+                       "with --quick 384 and 10,240)")
 
 
 def _codecs(settings: Settings) -> str | None:
@@ -303,7 +283,9 @@ def _codecs(settings: Settings) -> str | None:
 
 WORKLOADS = (
     Workload("W4", "ImageNet-like JPEGs, RandomResizedCrop+flip+ToTensor+Normalize: "
-             "ferry.vision against the tutorial's PIL dataset", run_w4, runs(3, 1), _codecs),
+             "ferry.vision against the tutorial's PIL dataset",
+             run_w4, runs(3, 1), _codecs, _options),
     Workload("W5", "28x28 grayscale PNGs, Grayscale+ToTensor+Normalize: ferry.vision "
-             "against the tutorial's PIL dataset", run_w5, runs(3, 1), _codecs),
+             "against the tutorial's PIL dataset",
+             run_w5, runs(3, 1), _codecs, _options),
 )
