@@ -9,6 +9,9 @@
 //   allocator knows the memory and keeps it for the user's non_blocking copies; they are
 //   reused by the ring only when their batches go to a device (the user never sees
 //   them); then they stay in use until the device copy from them completed (keep_until).
+// Thread-safe: in_use() and wait_for_copies() from the ring's threads, view() and
+// keep_until() from the thread that fills or hands over the slot (views_ is atomic, the
+// pending copy is under copy_mutex_); the buffer's bytes belong to one slot owner at a time.
 #pragma once
 
 #include <ATen/ATen.h>
