@@ -13,7 +13,7 @@ import sys
 from types import TracebackType
 from typing import Any
 
-from torch._utils import ExceptionWrapper
+from ._torch_compat import ExceptionWrapper
 
 
 def worker_death(wid: int, pid: int | None, exitcode: int | None) -> str:

@@ -32,12 +32,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.utils.data import ConcatDataset, Subset
-from torch.utils.data._utils.collate import default_collate
-from torch.utils.data.dataloader import _BaseDataLoaderIter, _DatasetKind
+from torch.utils.data import ConcatDataset, Subset, default_collate
 
 from . import _ext
 from ._resume import Resumable
+from ._torch_compat import _BaseDataLoaderIter, _DatasetKind
 
 
 @dataclass

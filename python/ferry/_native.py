@@ -31,12 +31,11 @@ from torch.utils.data import (
     TensorDataset,
     WeightedRandomSampler,
 )
-from torch.utils.data._utils.fetch import _MapDatasetFetcher
-from torch.utils.data.dataloader import _BaseDataLoaderIter
 
 from . import _ext
 from ._resume import Resumable
 from ._sampling import stock_batches
+from ._torch_compat import _BaseDataLoaderIter, _MapDatasetFetcher, pin_memory
 from .datasets import ArrayDataset, torch_dtype_of
 
 # (data_ptr, shape, byte_strides, itemsize), as the C++ StridedArray takes it
@@ -303,7 +302,7 @@ class NativeIter(Resumable, _BaseDataLoaderIter):
     def _torch_fetch(self, index: Any) -> Any:
         data = self._torch_fetcher.fetch(index)
         if self._pin_memory and self._device is None:
-            data = torch.utils.data._utils.pin_memory.pin_memory(data, self._pin_memory_device)
+            data = pin_memory(data, self._pin_memory_device)
         return self._to_device(data)
 
     def _to_device(self, data: Any) -> Any:

@@ -50,7 +50,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import BatchSampler, IterableDataset
-from torch.utils.data.dataloader import _DatasetKind
+
+from ._torch_compat import _DatasetKind
 
 VERSION = 2  # 2: streams, states between epochs pin the next one
 

@@ -24,12 +24,9 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
-from torch.utils.data._utils.fetch import _MapDatasetFetcher
-from torch.utils.data._utils.pin_memory import pin_memory
-from torch.utils.data.dataloader import _BaseDataLoaderIter, _DatasetKind
-
 from ._errors import which_sample
 from ._resume import Resumable
+from ._torch_compat import _BaseDataLoaderIter, _DatasetKind, _MapDatasetFetcher, pin_memory
 
 # How long stopping threads may take to finish the batch they are making.
 _STOP_GRACE_SECONDS = 1.0

@@ -37,22 +37,25 @@ from multiprocessing.reduction import ForkingPickler as _ForkingPickler
 from typing import Any
 
 import torch
-from torch._utils import ExceptionWrapper
-from torch.utils.data import IterableDataset, _utils, get_worker_info
-from torch.utils.data._utils import MP_STATUS_CHECK_INTERVAL
-from torch.utils.data._utils.collate import (
-    collate,
-    collate_tensor_fn,
-    default_collate,
-    default_collate_fn_map,
-)
-from torch.utils.data._utils.pin_memory import pin_memory
-from torch.utils.data._utils.worker import _IterableDatasetStopIteration
-from torch.utils.data.dataloader import _DatasetKind, _MultiProcessingDataLoaderIter
+from torch.utils.data import IterableDataset, default_collate, get_worker_info
 
 from . import _ext
 from ._errors import SampleExceptionWrapper, worker_death
 from ._resume import Resumable, RngWatcher, WorkerStream, has_state, rng_blob, worker_resumes
+from ._torch_compat import (
+    MP_STATUS_CHECK_INTERVAL,
+    ExceptionWrapper,
+    _DatasetKind,
+    _IterableDatasetStopIteration,
+    _MultiProcessingDataLoaderIter,
+    collate,
+    collate_tensor_fn,
+    default_collate_fn_map,
+    forget_worker_pids,
+    pin_memory,
+    python_exiting,
+    worker_module,
+)
 
 _ALIGN = 64
 _PAGE = 4096
@@ -455,14 +458,13 @@ class WorkerInit:
     def __call__(self, worker_id: int) -> None:
         global _stream
         faulthandler.register(STACK_SIGNAL, file=self.stack_fds[worker_id], all_threads=True)
-        import torch.utils.data._utils.worker as torch_worker
 
         dataset = get_worker_info().dataset
         # this process only: torch's worker loop wraps a fetch's error in the wrapper
         # its module names, which then also records the sample that raised
-        torch_worker.ExceptionWrapper = SampleExceptionWrapper
+        worker_module.ExceptionWrapper = SampleExceptionWrapper
         if isinstance(dataset, IterableDataset):
-            torch_worker._IterableDatasetStopIteration = _EndedWithState  # this process only
+            worker_module._IterableDatasetStopIteration = _EndedWithState  # this process only
         _stream = WorkerStream(dataset)
         if self.init_fn is not None:
             self.init_fn(worker_id)
@@ -709,7 +711,7 @@ class WorkerIter(Resumable, _MultiProcessingDataLoaderIter):
 
     def _unwatch_workers(self) -> None:
         if getattr(self, "_worker_pids_set", False):
-            _utils.signal_handling._remove_worker_pids(id(self))
+            forget_worker_pids(id(self))
             self._worker_pids_set = False
 
     # --- batches --------------------------------------------------------------------
@@ -938,7 +940,7 @@ class WorkerIter(Resumable, _MultiProcessingDataLoaderIter):
         self._idle_workers.clear()
         if (
             not self._shutdown
-            and _utils.python_exit_status is False
+            and not python_exiting()
         ):
             self._workers_done_event.set()
             for wid, q in enumerate(self._index_queues):

@@ -5,18 +5,18 @@ from __future__ import annotations
 import copy
 import time
 import weakref
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.utils.data
-from torch.utils.data._utils.collate import default_collate, default_convert
-from torch.utils.data.dataloader import _DatasetKind, _SingleProcessDataLoaderIter
+from torch.utils.data import default_collate, default_convert
 
 from . import _ext, _images, _native, _resume, _stats, _threads, _workers
+from ._torch_compat import _DatasetKind, _SingleProcessDataLoaderIter
 
 __all__ = ["DataLoader"]
 
-_T_co = torch.utils.data.dataloader._T_co
+_T_co = TypeVar("_T_co", covariant=True)  # torch's DataLoader is generic in it too
 
 
 def _resolve_device(device: Any) -> torch.device | None:
