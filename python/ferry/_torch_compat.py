@@ -22,8 +22,7 @@ from torch.utils.data import _utils
 # how often torch's iterator polls its result queue while it checks its workers
 from torch.utils.data._utils import MP_STATUS_CHECK_INTERVAL
 
-# torch's worker module (ferry patches two names in it, in its worker processes only) and
-# the marker an IterableDataset's worker sends when its iterator is exhausted
+# torch's worker module (ferry patches two names in it, in its worker processes only)
 from torch.utils.data._utils import worker as worker_module
 
 # torch's collate machinery, which ferry's ring collation extends with an out= arena
@@ -35,6 +34,8 @@ from torch.utils.data._utils.fetch import _MapDatasetFetcher
 
 # torch's recursive pinning of a batch (tensors, mappings, namedtuples, ...)
 from torch.utils.data._utils.pin_memory import pin_memory
+
+# the marker an IterableDataset's worker sends when its iterator is exhausted
 from torch.utils.data._utils.worker import _IterableDatasetStopIteration
 
 # torch's iterators, which ferry's iterators extend (their constructors keep torch's

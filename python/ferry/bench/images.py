@@ -15,6 +15,7 @@ Python): the note of each run says which.
 from __future__ import annotations
 
 import os
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -185,10 +186,8 @@ PER_CORE = Column("img/s per core", "samples_per_cpu_s",
 
 def per_cpu_second(row: Row) -> float | None:
     """Images per CPU second (all threads and worker processes): images/s per busy core."""
-    cpu = sorted(r.cpu_s for r in row.runs)
-    samples = row.runs[0].samples
-    median = cpu[len(cpu) // 2]
-    return samples / median if median > 0 else None
+    cpu = statistics.median(r.cpu_s for r in row.runs)
+    return row.runs[0].samples / cpu if cpu > 0 else None
 
 
 def _workload(name: str, title: str, settings: Settings, progress: Progress,
@@ -201,8 +200,8 @@ def _workload(name: str, title: str, settings: Settings, progress: Progress,
         start = time.perf_counter()
         write(folder)
         write_s = time.perf_counter() - start
-        files = sum(len(f) for _, _, f in os.walk(folder))
-        size_mb = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6
+        written = [p for p in folder.rglob("*") if p.is_file()]
+        files, size_mb = len(written), sum(p.stat().st_size for p in written) / 1e6
         rows = measure(image_configs(settings, folder, transform, batch_size, ferry_rows),
                        settings.repeats, progress)
     return Result(
