@@ -72,7 +72,7 @@ def test_pin_memory_gives_pinned_batches_equal_to_torch(dataset, num_workers):
     expected = list(torch.utils.data.DataLoader(dataset, generator=g1, **kw))
     loader = ferry.DataLoader(dataset, generator=g2, **kw)
     it = iter(loader)
-    assert not hasattr(it._inner, "_pin_memory_thread")  # pinned in C++, not by torch's thread
+    assert not hasattr(it, "_pin_memory_thread")  # pinned in C++, not by torch's thread
     got = list(it)
     assert len(got) == len(expected)
     for e, g in zip(expected, got, strict=True):
@@ -159,16 +159,19 @@ class BigPyDataset(Dataset):
 
 def _copy_stream(loader_iter):
     """The torch.cuda.Stream ferry copies on, for the iterator of a loader."""
-    inner = loader_iter._inner
-    owner = inner._gather if hasattr(inner, "_gather") else inner._move._staged
+    owner = _staging(loader_iter)
     stream_id, device_index, device_type = owner.copy_stream
     return torch.cuda.Stream(stream_id=stream_id, device_index=device_index,
                              device_type=device_type)
 
 
 def _staging(loader_iter):
-    inner = loader_iter._inner
-    return inner._gather if hasattr(inner, "_gather") else inner._move._staged
+    """What stages the iterator's batches: the native gather, or the device copy of the
+    other paths."""
+    producer = getattr(loader_iter, "_producer", None)
+    if producer is not None and producer.path == "native":
+        return producer.gather
+    return loader_iter._copier.staged
 
 
 @needs_cuda
@@ -260,7 +263,7 @@ def test_batches_are_rebuilt_like_torchs_pin_memory_rebuilds_them():
     order, and containers rebuilt with their types as torch's pin_memory keeps them."""
     import collections
 
-    from ferry._native import map_tensors
+    from ferry._iter import map_tensors
 
     Point = collections.namedtuple("Point", "x y")
     batch = collections.defaultdict(

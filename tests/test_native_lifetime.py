@@ -96,7 +96,7 @@ def test_ring_stays_bounded_while_batches_are_held():
     it = iter(ferry.DataLoader(DS, batch_size=8, num_workers=1, prefetch_factor=2))
     held = list(it)
     assert len(held) == 250
-    gather = it._gather
+    gather = it._producer.gather
     assert gather.ring_slots <= gather.max_in_flight + 2
     assert gather.ring_untracked_allocations > 0  # beyond the ring: the user's memory
     assert all(torch.equal(x, IMAGES[y]) for x, y in held)
@@ -106,8 +106,8 @@ def test_slots_are_reused_when_batches_are_dropped():
     it = iter(ferry.DataLoader(DS, batch_size=8, num_workers=2))
     for _ in it:
         pass
-    assert it._gather.ring_untracked_allocations == 0
-    assert it._gather.ring_slots <= it._gather.max_in_flight + 2
+    assert it._producer.gather.ring_untracked_allocations == 0
+    assert it._producer.gather.ring_slots <= it._producer.gather.max_in_flight + 2
 
 
 @pytest.mark.parametrize("touch", ["untyped_storage", "deepcopy", "numpy"])
@@ -124,7 +124,7 @@ def test_slots_are_reused_after_python_looked_at_a_batch(touch):
             copy.deepcopy(y)
         else:
             x.numpy().sum()
-    assert it._gather.ring_untracked_allocations == 0
+    assert it._producer.gather.ring_untracked_allocations == 0
 
 
 def test_views_keep_their_slot_alive():

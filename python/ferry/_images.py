@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import bisect
 import collections
-import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -35,8 +34,8 @@ import torch
 from torch.utils.data import ConcatDataset, Subset, default_collate
 
 from . import _ext
-from ._resume import Resumable
-from ._torch_compat import _BaseDataLoaderIter, _DatasetKind
+from ._iter import Done, ProducerIter, usable_cpus
+from ._torch_compat import _DatasetKind
 
 
 @dataclass
@@ -104,13 +103,6 @@ def _resolve(ds: Any, index: Any) -> _Leaf:
             return _Leaf(ds, index)
 
 
-def default_threads() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
 def output_shape(ops: list[Any], size: tuple[int, int]) -> tuple[tuple[int, ...], torch.dtype]:
     """The shape and dtype of the tensor an op list makes of an RGB image of `size`
     (width, height) (see ferry.vision._plan)."""
@@ -145,40 +137,46 @@ class _Batch:
         self.fast = [s[3] for s in samples]  # the dataset's decode="fast"
         self.sizes = [s[4] for s in samples]  # (width, height) of the file, or None
         self.error: Exception | None = None  # a sample failed while it was planned
+        self.task = 0  # which batch of the epoch
         self.worker: int | None = None  # the emulated worker that planned it
         self.rng_after: torch.Tensor | None = None  # that worker's generator after it
 
 
-class ImagesIter(Resumable, _BaseDataLoaderIter):
-    """Iterates a loader over ferry.vision datasets with the native image pipeline."""
+def images_iter(loader: Any, budget: Any) -> ProducerIter:
+    """The iterator of a loader that `qualifies`: `prefetch_factor x n` batches in flight
+    with `n` workers; one, drawn when next() asks for it, without."""
+    n = loader.num_workers
+    depth = (loader.prefetch_factor or 2) * n if n else 1
+    return ProducerIter(loader, ImageProducer, depth, budget)
+
+
+class ImageProducer:
+    """Plans each batch in the main thread as it is submitted (the random draws of its
+    transforms, with the generator of the worker torch would send it to), then decodes
+    it on a thread of its own (one per emulated worker; without workers, all usable
+    cores on the one batch, when it is taken)."""
 
     path = "images"
-    last_produce_s: float | None = None  # the last batch's decode time (C++)
+    stock_indices = False
 
-    def __init__(self, loader: Any) -> None:
-        self._init_resume(loader)
-        super().__init__(loader)
+    def __init__(self, it: Any) -> None:
         self._C = _ext.load()
-        self._n = loader.num_workers
-        self._in_order = loader.in_order or self._n == 0
-        self._depth = max(1, (loader.prefetch_factor or 2) * self._n) if self._n else 1
-        self._threads = default_threads()
+        self._dataset = it._dataset
+        self._pin = it._pin_memory and it._device is None
+        self._n = it._num_workers
+        self._threads = usable_cpus()
         # One generator state per emulated worker, seeded as torch seeds worker w.
-        self._worker_rng = [self._seeded(self._base_seed + w) for w in range(self._n)]
-        # For state_dict: each worker's generator after its last batch handed over (a
-        # resumed iterator starts its workers there, as process workers restore theirs).
-        self._worker_states = [None] * self._n if self._n else None
-        for w, state in enumerate((self._resume or {}).get("workers") or []):
+        self._worker_rng = [self._seeded(it._base_seed + w) for w in range(self._n)]
+        # For state_dict (the iterator's _worker_states): each worker's generator after
+        # its last batch handed over (a resumed iterator starts its workers there, as
+        # process workers restore theirs).
+        self.worker_states: list[Any] | None = [None] * self._n if self._n else None
+        for w, state in enumerate((it._resume or {}).get("workers") or []):
             if state and state.get("rng") is not None and w < self._n:
                 self._worker_rng[w] = state["rng"]["torch"].clone()
-                self._worker_states[w] = state
+                self.worker_states[w] = state  # type: ignore[index]
         self._pool = ThreadPoolExecutor(max(1, self._n), thread_name_prefix="ferry-images")
-        self._pending: collections.deque[tuple[int, Future, _Batch]] = collections.deque()
-        self._sampler_done = False
-        if self._n > 0:
-            # torch's worker iterator ends its constructor with _reset (the sampler is
-            # iterated again) and reads ahead
-            self._reset(loader, first_iter=True)
+        self._pending: collections.deque[tuple[Future | None, _Batch]] = collections.deque()
 
     @staticmethod
     def _seeded(seed: int) -> torch.Tensor:
@@ -194,7 +192,7 @@ class ImagesIter(Resumable, _BaseDataLoaderIter):
             try:
                 ds = leaf.dataset
                 if id(ds) not in compiled:
-                    compiled[id(ds)] = ds._compiled()
+                    compiled[id(ds)] = ds.compiled_transform()
                 planned = ds.native_plan(leaf.index, compiled[id(ds)])
                 if planned is None:  # a file the C++ decoders do not read: Python, now
                     image, target = ds[leaf.index]
@@ -224,7 +222,7 @@ class ImagesIter(Resumable, _BaseDataLoaderIter):
             torch.set_rng_state(user)
 
     # --- the pixels ------------------------------------------------------------------
-    def _decode(self, batch: _Batch, threads: int) -> tuple[Any, float]:
+    def _decode(self, batch: _Batch, threads: int) -> Done:
         started = time.perf_counter()
         if batch.error is not None:
             raise batch.error
@@ -233,22 +231,22 @@ class ImagesIter(Resumable, _BaseDataLoaderIter):
         if (len(shapes) == 1 and all(p is not None for p in batch.paths)
                 and len(set(batch.fast)) == 1):
             (shape, dtype), = shapes
-            images = torch.empty((len(batch.paths), *shape), dtype=dtype,
-                                 pin_memory=self._pin_memory)
+            images = torch.empty((len(batch.paths), *shape), dtype=dtype, pin_memory=self._pin)
             self._load(batch, images, threads)
+            pinned = self._pin
         else:
             # images of different sizes (torch's collate raises its own error on them),
             # some made in Python, or datasets with different decode modes: one at a time,
-            # then collated as torch collates them
+            # then collated as torch collates them (and pinned by the iterator)
             images = default_collate([
                 o if p is None else self._load_one(batch, k)
                 for k, (p, o) in enumerate(zip(batch.paths, batch.ops, strict=True))])
-            if self._pin_memory:
-                images = images.pin_memory()
+            pinned = False
         targets = default_collate(batch.targets)
-        if self._pin_memory:
-            targets = targets.pin_memory() if isinstance(targets, torch.Tensor) else targets
-        return [images, targets], time.perf_counter() - started
+        if pinned and isinstance(targets, torch.Tensor):
+            targets = targets.pin_memory()
+        return Done([images, targets], batch.task, time.perf_counter() - started,
+                    pinned=pinned)
 
     def _load(self, batch: _Batch, out: torch.Tensor, threads: int) -> None:
         # the C++ error names the file and the sample's position in the batch
@@ -266,67 +264,50 @@ class ImagesIter(Resumable, _BaseDataLoaderIter):
             exc.add_note(f"(ferry's image pipeline: sample index {batch.indices[k]})")
             raise
 
-    # --- the iterator ----------------------------------------------------------------
-    def _refill(self) -> None:
-        while not self._sampler_done and len(self._pending) < self._depth:
-            try:
-                index = self._next_index()
-            except StopIteration:
-                self._sampler_done = True
-                return
-            # torch sends the epoch's k-th batch to worker k % n (a resumed epoch's
-            # first batch is not its first position)
-            worker = self._position() % self._n
-            batch = self._plan_as_worker(worker, index)
-            batch.worker, batch.rng_after = worker, self._worker_rng[worker]
-            self._pending.append((worker, self._pool.submit(self._decode, batch, 1), batch))
+    # --- the producer ----------------------------------------------------------------
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
 
-    def _position(self) -> int:
-        """The epoch position of the batch whose indices were drawn last."""
-        assert self._epoch is not None
-        return self._epoch.drawn_position()
+    def submit(self, task: int, index: Any, position: int) -> None:
+        if self._n == 0:  # the global generator, now, as torch draws it
+            batch = self._plan(index)
+            batch.task = task
+            self._pending.append((None, batch))
+            return
+        # torch sends the epoch's k-th batch to worker k % n (a resumed epoch's first
+        # batch is not its first position)
+        worker = position % self._n
+        batch = self._plan_as_worker(worker, index)
+        batch.task, batch.worker, batch.rng_after = task, worker, self._worker_rng[worker]
+        self._pending.append((self._pool.submit(self._decode, batch, 1), batch))
 
-    def _next_data(self) -> Any:
-        if self._n == 0:
-            index = self._next_index()  # StopIteration ends the epoch
-            batch = self._plan(index)  # the global generator, now, as torch draws it
-            data, self.last_produce_s = self._decode(batch, self._threads)
-            return data
-        self._refill()
-        if not self._pending:
-            if not self._persistent_workers:
-                self._shutdown()
-            raise StopIteration
-        _, future, batch = self._pending.popleft()
-        assert self._worker_states is not None and batch.worker is not None
-        # handed over (or its error raised): its worker is past it
-        self._worker_states[batch.worker] = {"rng": {"torch": batch.rng_after}}
-        timeout = self._timeout if self._timeout > 0 else None
+    def take(self, timeout: float | None) -> Done | None:
+        future, batch = self._pending[0]
+        if future is None:
+            self._pending.popleft()
+            return self._decode(batch, self._threads)
         try:
-            data, self.last_produce_s = future.result(timeout)
+            future.exception(timeout)
         except FutureTimeout:
-            raise RuntimeError(
-                f"DataLoader timed out after {self._timeout} seconds (ferry's image "
-                f"pipeline, sample indices {batch.indices})") from None
-        finally:
-            self._refill()  # as torch, the next batch's indices drawn as one is taken in
-        return data
+            return None
+        self._pending.popleft()
+        assert self.worker_states is not None and batch.worker is not None
+        # handed over (or its error raised): its worker is past it
+        self.worker_states[batch.worker] = {"rng": {"torch": batch.rng_after}}
+        return future.result()
 
-    def _reset(self, loader: Any, first_iter: bool = False) -> None:
-        super()._reset(loader, first_iter)
+    def late(self) -> str:
+        return f" (ferry's image pipeline, sample indices {self._pending[0][1].indices})"
+
+    def drop(self) -> None:
         while self._pending:  # the last epoch's batches still in flight
-            _, future, _ = self._pending.popleft()
-            if not future.cancel():
+            future, _ = self._pending.popleft()
+            if future is not None and not future.cancel():
                 future.exception()
-        self._sampler_done = False
-        if self._n > 0:
-            self._refill()
 
-    def _shutdown(self) -> None:
-        for _, future, _ in self._pending:
-            future.cancel()
+    def close(self) -> None:
+        for future, _ in self._pending:
+            if future is not None:
+                future.cancel()
         self._pool.shutdown(wait=False, cancel_futures=True)
-
-    def __del__(self) -> None:
-        if hasattr(self, "_pool"):
-            self._shutdown()

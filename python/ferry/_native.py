@@ -9,11 +9,8 @@ path.
 
 from __future__ import annotations
 
-import copy
 import itertools
-import os
 import weakref
-from collections.abc import Mapping, MutableMapping, MutableSequence, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,9 +30,8 @@ from torch.utils.data import (
 )
 
 from . import _ext
-from ._resume import Resumable
-from ._sampling import stock_batches
-from ._torch_compat import _BaseDataLoaderIter, _MapDatasetFetcher, pin_memory
+from ._iter import Done, ProducerIter, usable_cpus
+from ._torch_compat import _MapDatasetFetcher
 from .datasets import ArrayDataset, torch_dtype_of
 
 # (data_ptr, shape, byte_strides, itemsize), as the C++ StridedArray takes it
@@ -176,118 +172,80 @@ def may_draw_ahead(index_sampler: Any) -> bool:
 
 
 def default_threads() -> int:
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(4, cpus))
+    """The gather's threads without workers."""
+    return min(4, usable_cpus())
 
 
-class NativeIter(Resumable, _BaseDataLoaderIter):
-    """Iterates a DataLoader whose dataset compiled to a NativePlan.
+def native_iter(loader: Any, plan: NativePlan, budget: Any) -> ProducerIter:
+    """The iterator of a loader whose dataset compiled to `plan`: C++ threads gather up to
+    `prefetch_factor x threads` batches ahead (without workers, only as far as the
+    sampler may be drawn ahead, see may_draw_ahead and ProducerIter)."""
+    threads = loader.num_workers or default_threads()
+    depth = (loader.prefetch_factor or 2) * threads
+    if loader.num_workers == 0 and not may_draw_ahead(loader._index_sampler):
+        depth = 1  # torch without workers draws each batch when it is asked for
+    return ProducerIter(loader, lambda it: GatherProducer(it, plan, threads, depth, budget),
+                        depth, budget, stock=True)
 
-    Indices come from the loader's own sampler in the main thread, exactly as torch
-    draws them (torch's base iterator draws the base seed first); C++ threads gather up
-    to `prefetch_factor x threads` batches ahead (one at a time without workers unless
-    the sampler is a stock one). A batch torch would reject (an index out of range) is
-    re-fetched through torch's own fetcher, so the error is torch's.
-    """
+
+class GatherProducer:
+    """C++ threads gather each batch's rows straight into a reused staging slot
+    (page-locked with pin_memory or a device), and with a (CUDA) device copy it there on
+    a side stream. A batch torch would reject (an index out of range), and one whose
+    indices are not plain integers, is fetched by torch's own fetcher when its turn comes,
+    so the error or the batch is torch's."""
 
     path = "native"
-    last_produce_s: float | None = None  # the C++ gather time of the last batch
-    last_transfer_s: float | None = None  # the C++ time to start its device copy
+    stock_indices = False
 
-    def __init__(self, loader: Any, plan: NativePlan, device: torch.device | None,
-                 budget: Any = None) -> None:
-        self._init_resume(loader)
-        super().__init__(loader)
-        C = _ext.load()
-        threads = loader.num_workers or default_threads()
-        self._depth = max(1, (loader.prefetch_factor or 2) * threads)
-        if loader.num_workers == 0 and not may_draw_ahead(self._index_sampler):
-            self._depth = 1  # torch without workers draws each batch when it is asked for
-        # Batches for a (CUDA) device are copied by the gather threads: a side stream,
-        # reused page-locked slots.
-        self._device = device if device is not None and device.type != "cpu" else None
-        self._in_order = loader.in_order or loader.num_workers == 0
-        self._first_seq: int | None = None  # the C++ sequence number of the epoch's first batch
+    def __init__(self, it: Any, plan: NativePlan, threads: int, depth: int, budget: Any) -> None:
         self._plan = plan  # holds the arrays whose memory the C++ threads read
-        self._gather = C.GatherLoader(
+        self._on_device = it._device is not None
+        self._pinned = it._pin_memory or self._on_device
+        self.gather = _ext.load().GatherLoader(
             plan.index_plan,
             plan.leaves,
             plan.columns,
             num_threads=threads,
-            max_in_flight=self._depth,
-            pinned=self._pin_memory or self._device is not None,
-            in_order=self._in_order,
-            unbatched=not self._auto_collation,
-            device=self._device,
+            max_in_flight=depth,
+            pinned=self._pinned,
+            in_order=it._in_order,
+            unbatched=not it._auto_collation,
+            device=it._device,
             budget=budget,
         )
-        # Stops the threads when the iterator goes (in a forked child that inherited it,
+        # Stops the threads when the producer goes (in a forked child that inherited it,
         # the C++ side only lets go of threads that exist in the parent alone).
-        self._finalizer = weakref.finalize(self, self._gather.close)
-        # Batches whose indices are not plain integers: torch fetches them, in their turn.
-        # Everything else about the batches in flight is kept by the C++ pipeline, which
-        # returns each batch with its indices: no Python state can fall out of step with
-        # it (a KeyboardInterrupt may land between any two bytecodes).
-        self._passthrough: dict[int, Any] = {}
-        self._sampler_done = False
+        self._finalizer = weakref.finalize(self, self.gather.close)
+        self._auto_collation = it._auto_collation
         self._torch_fetcher = _MapDatasetFetcher(
-            self._dataset, self._auto_collation, self._collate_fn, self._drop_last
+            it._dataset, it._auto_collation, it._collate_fn, it._drop_last
         )
-        if self._num_workers > 0:
-            # As torch's worker iterator, whose constructor ends with _reset: the sampler
-            # is iterated a second time (one that draws when iterated draws twice), and
-            # read ahead. _reset takes the stock batches.
-            self._reset(loader, first_iter=True)
-        else:
-            self._use_stock_batches()
+        # Batches torch fetches, by C++ sequence number. Everything else about the
+        # batches in flight is kept by the C++ pipeline, which returns each batch with
+        # its indices: no Python state can fall out of step with it (a
+        # KeyboardInterrupt may land between any two bytecodes).
+        self._passthrough: dict[int, Any] = {}
+        self._first_seq = 0  # the C++ sequence number of the epoch's first batch
 
-    def _use_stock_batches(self) -> None:
-        """torch's stock batch samplers are drawn as int64 tensors, with the same generator
-        draws (see _sampling); any other sampler keeps the iterator torch made (a second
-        iter() could draw from a generator)."""
-        stock = stock_batches(self._index_sampler)
-        self._stock_sampler = stock is not None
-        if stock is not None:
-            self._sampler_iter = stock
+    @property
+    def in_flight(self) -> int:
+        return self.gather.in_flight
 
-    def _refill(self) -> None:
-        while not self._sampler_done and self._gather.in_flight < self._depth:
-            if (self._num_workers == 0 and self._gather.in_flight and self._stock_sampler
-                    and self._sampler_iter.draws_next()):
-                break  # as torch without workers: the generator moves when this batch is due
-            try:
-                index = self._next_index()
-            except StopIteration:
-                self._sampler_done = True
-                break
-            seq, plain = self._gather.submit(index)
-            if self._first_seq is None:
-                self._first_seq = seq
-            # torch fetches what is not plain integers, and a batch the gather rejects
-            # with the sampler's own index object (a tensor from a custom sampler)
-            if not plain or (not self._stock_sampler and isinstance(index, torch.Tensor)):
-                self._passthrough[seq] = index
+    def submit(self, task: int, index: Any, position: int) -> None:
+        seq, plain = self.gather.submit(index)
+        if task == 0:
+            self._first_seq = seq
+        # torch fetches what is not plain integers, and a batch the gather rejects with
+        # the sampler's own index object (a tensor from a custom sampler)
+        if not plain or (not self.stock_indices and isinstance(index, torch.Tensor)):
+            self._passthrough[seq] = index
 
-    def _next_data(self) -> Any:
-        self._refill()
-        if self._gather.in_flight == 0:
-            if not self._persistent_workers:
-                self._shutdown()
-            raise StopIteration
-        got = self._gather.next(float(self._timeout))
+    def take(self, timeout: float | None) -> Done | None:
+        got = self.gather.next(float(timeout or 0))
         if got is None:
-            raise RuntimeError(f"DataLoader timed out after {self._timeout} seconds")
-        seq, columns, rejected, error, self.last_produce_s, indices, transfer_s = got
-        if self._num_workers > 0:
-            # torch's worker iterator draws the next batch's indices as it takes one in,
-            # before raising its error or handing it over: the sampler stays as far ahead
-            self._refill()
-        self.last_transfer_s = transfer_s if self._device is not None else None
-        if not self._in_order:
-            self._yielded_task = seq - self._first_seq
+            return None
+        seq, columns, _rejected, error, produce_s, indices, transfer_s = got
         index = self._passthrough.pop(seq, None)
         if index is None:
             index = indices if self._auto_collation else indices[0]
@@ -295,134 +253,19 @@ class NativeIter(Resumable, _BaseDataLoaderIter):
             raise RuntimeError(
                 f"ferry native gather failed on batch {seq} (sampler indices {index!r}): {error}"
             )
+        task = seq - self._first_seq
         if columns is None:  # torch rejects this batch: let torch raise its own error
-            return self._torch_fetch(index)
-        return columns  # on the device already, if any
+            return Done(self._torch_fetcher.fetch(index), task)
+        return Done(columns, task, produce_s, transfer_s=transfer_s if self._on_device else None,
+                    pinned=self._pinned, on_device=self._on_device)
 
-    def _torch_fetch(self, index: Any) -> Any:
-        data = self._torch_fetcher.fetch(index)
-        if self._pin_memory and self._device is None:
-            data = pin_memory(data, self._pin_memory_device)
-        return self._to_device(data)
+    def late(self) -> str:
+        return ""
 
-    def _to_device(self, data: Any) -> Any:
-        if self._device is None:
-            return data
-        return move_to_device(data, self._device)
-
-    def _reset(self, loader: Any, first_iter: bool = False) -> None:
-        super()._reset(loader, first_iter)
-        self._use_stock_batches()
-        # A persistent iterator starts a new epoch: drop what the last one left in flight.
-        while self._gather.in_flight:
-            self._gather.next(0.0)
+    def drop(self) -> None:
+        while self.gather.in_flight:
+            self.gather.next(0.0)
         self._passthrough.clear()
-        self._sampler_done = False
-        self._first_seq = None
-        if self._num_workers > 0:
-            self._refill()
 
-    def _shutdown(self) -> None:
-        finalizer = getattr(self, "_finalizer", None)  # absent when __init__ failed
-        if finalizer is not None:
-            finalizer()
-
-    def __del__(self) -> None:
-        self._shutdown()
-        super().__del__()  # Resumable's
-
-
-def map_tensors(data: Any, fn: Any) -> Any:
-    """`data` with its tensors replaced by ``fn(list of all its tensors)`` (a list in the
-    same order), rebuilt the way torch's pin_memory rebuilds a batch: mappings and
-    sequences keep their types where they can, namedtuples stay namedtuples, strings and
-    other objects are left as they are."""
-    tensors: list[torch.Tensor] = []
-    _collect(data, tensors)
-    if not tensors:
-        return data
-    new = iter(fn(tensors))
-    return _rebuild(data, lambda _: next(new))
-
-
-def _collect(data: Any, out: list[torch.Tensor]) -> None:
-    if isinstance(data, torch.Tensor):
-        out.append(data)
-    elif isinstance(data, (str, bytes)):
-        return
-    elif isinstance(data, Mapping):
-        for v in data.values():
-            _collect(v, out)
-    elif isinstance(data, (tuple, Sequence)):
-        for v in data:
-            _collect(v, out)
-
-
-def _rebuild(data: Any, leaf: Any) -> Any:
-    if isinstance(data, torch.Tensor):
-        return leaf(data)
-    if isinstance(data, (str, bytes)):
-        return data
-    if isinstance(data, Mapping):
-        items = {k: _rebuild(v, leaf) for k, v in data.items()}
-        try:
-            if isinstance(data, MutableMapping):  # may carry more than its items
-                clone = copy.copy(data)
-                clone.update(items)
-                return clone
-            return type(data)(items)
-        except TypeError:  # no copy/update, or no constructor from a dict
-            return items
-    if isinstance(data, tuple):
-        parts = [_rebuild(v, leaf) for v in data]
-        return type(data)(*parts) if hasattr(data, "_fields") else type(data)(parts)
-    if isinstance(data, Sequence):
-        parts = [_rebuild(v, leaf) for v in data]
-        try:
-            if isinstance(data, MutableSequence):
-                clone = copy.copy(data)
-                for i, part in enumerate(parts):
-                    clone[i] = part
-                return clone
-            return type(data)(parts)
-        except TypeError:  # range and the like
-            return parts
-    return data
-
-
-def move_to_device(data: Any, device: torch.device) -> Any:
-    """`data` with every tensor in it copied to `device` (non-blocking from pinned
-    memory), keeping the nesting of dicts, lists, tuples and namedtuples."""
-    return map_tensors(data, lambda ts: [t.to(device, non_blocking=True) for t in ts])
-
-
-class DeviceCopier:
-    """Moves whole batches to a CUDA device for the iterators whose batches arrive in
-    ordinary memory (workers, threads, torch's own): in C++, without the GIL, through
-    reused page-locked slots and a copy stream; the consumer's stream waits for the copy
-    without blocking the host. Other tensors (already on a device, sparse) move as torch
-    moves them."""
-
-    def __init__(self, device: torch.device, slots: int, budget: Any = None) -> None:
-        self._staged = _ext.load().StagedCopy(device, slots, budget)
-        self._device = device
-
-    def __call__(self, data: Any) -> Any:
-        return map_tensors(data, self._move)
-
-    def _move(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-        host = [i for i, t in enumerate(tensors) if _stageable(t)]
-        out = [t.to(self._device, non_blocking=True) if not _stageable(t) else t for t in tensors]
-        staged = self._staged.to_device([tensors[i] for i in host])
-        for i, t in zip(host, staged, strict=True):
-            out[i] = t
-        return out
-
-
-def _stageable(t: torch.Tensor) -> bool:
-    return (
-        type(t) is torch.Tensor
-        and t.device.type == "cpu"
-        and t.layout == torch.strided
-        and not t.requires_grad
-    )
+    def close(self) -> None:
+        self._finalizer()

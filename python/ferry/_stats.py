@@ -4,9 +4,7 @@ batches, and what producing a batch costs, over the last `window` batches."""
 from __future__ import annotations
 
 import collections
-import time
 from dataclasses import dataclass
-from typing import Any
 
 DEFAULT_WINDOW = 100
 
@@ -118,50 +116,3 @@ class StatsRecorder:
 
 def _mean(values: collections.deque[float]) -> float | None:
     return sum(values) / len(values) if values else None
-
-
-class MeasuredIter:
-    """Wraps the iterator a loader made: records the consumer's side of each batch (and
-    the producer's, from the inner iterator's `last_produce_s` where it has one)."""
-
-    def __init__(self, inner: Any, recorder: StatsRecorder) -> None:
-        self._inner = inner
-        self._recorder = recorder
-
-    def __iter__(self) -> MeasuredIter:
-        return self
-
-    def __next__(self) -> Any:
-        started = time.perf_counter()
-        try:
-            data = next(self._inner)
-        except StopIteration:
-            self._recorder.epoch_ended()
-            raise
-        inner = self._inner
-        self._recorder.record(
-            started,
-            time.perf_counter(),
-            getattr(inner, "last_produce_s", None),
-            getattr(inner, "last_fetch_s", None),
-            getattr(inner, "last_collate_s", None),
-            getattr(inner, "last_transfer_s", None),
-        )
-        return data
-
-    def __len__(self) -> int:
-        return len(self._inner)
-
-    def _reset(self, loader: Any, first_iter: bool = False) -> None:
-        self._recorder.epoch_ended()
-        self._inner._reset(loader, first_iter)
-
-    @property
-    def path(self) -> str:
-        return self._recorder.path
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    def __getstate__(self) -> Any:
-        return self._inner.__getstate__()  # torch's iterators refuse to be pickled

@@ -41,7 +41,8 @@ from torch.utils.data import IterableDataset, default_collate, get_worker_info
 
 from . import _ext
 from ._errors import SampleExceptionWrapper, worker_death
-from ._resume import Resumable, RngWatcher, WorkerStream, has_state, rng_blob, worker_resumes
+from ._iter import LoaderIter
+from ._resume import RngWatcher, WorkerStream, has_state, rng_blob, worker_resumes
 from ._torch_compat import (
     MP_STATUS_CHECK_INTERVAL,
     ExceptionWrapper,
@@ -642,19 +643,15 @@ def _pin_memory_setting(loader: Any) -> bool:
     return pin
 
 
-class WorkerIter(Resumable, _MultiProcessingDataLoaderIter):
+class WorkerIter(LoaderIter, _MultiProcessingDataLoaderIter):
     """torch's multiprocessing iterator, with batches travelling through shared rings."""
 
-    path = "workers"
-    # the last batch's fetch + collate time in its worker, and each of the two
-    last_produce_s: float | None = None
-    last_fetch_s: float | None = None
-    last_collate_s: float | None = None
+    path = "workers"  # last_produce_s etc.: the last batch's times in its worker
 
     def __init__(self, loader: Any, budget: Any = None) -> None:
         C = _ext.load()
         n = loader.num_workers
-        self._budget = budget  # the rings mapped here are charged to it
+        self._init_delivery(loader, budget)  # the rings mapped here are charged to budget
         self._init_resume(loader)
         resume = self._resume or {}
         self._worker_states = list(resume.get("workers") or [None] * n)
@@ -706,8 +703,9 @@ class WorkerIter(Resumable, _MultiProcessingDataLoaderIter):
             if shipped is not None:  # the workers have their copies of the fd
                 shipped.close()
                 self._dataset = loader.dataset
-        # not torch's _pin_memory, which would make it look for its pin thread
-        self._pin_batches = _pin_memory_setting(loader)
+        # not torch's _pin_memory, which would make it look for its pin thread; batches
+        # for a device are staged by the device copy instead
+        self._pin_batches = _pin_memory_setting(loader) and self._device is None
 
     def _unwatch_workers(self) -> None:
         if getattr(self, "_worker_pids_set", False):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import time
 import weakref
 from typing import Any, TypeVar
 
@@ -11,7 +10,7 @@ import torch
 import torch.utils.data
 from torch.utils.data import default_collate, default_convert
 
-from . import _ext, _images, _native, _resume, _stats, _threads, _workers
+from . import _ext, _images, _iter, _native, _resume, _stats, _threads, _workers
 from ._torch_compat import _DatasetKind, _SingleProcessDataLoaderIter
 
 __all__ = ["DataLoader"]
@@ -291,40 +290,35 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
             },
         }
 
-    def _get_iterator(self) -> Any:
+    def _get_iterator(self) -> _iter.LoaderIter:
         pending = self._pending_resume
         try:
             iterator = self._make_iterator()
         except BaseException:
             self._pending_resume = pending  # still to be resumed by the next iter()
             raise
-        inner = iterator._inner if isinstance(iterator, _DeviceIter) else iterator
-        self._resume_token = inner._resume_token = object()
-        self._resumable = weakref.ref(inner)
+        self._resume_token = iterator._resume_token = object()
+        self._resumable = weakref.ref(iterator)
         self._left_snapshot = None
-        self._stats_recorder = _stats.StatsRecorder(getattr(iterator, "path", "torch"))
-        return _stats.MeasuredIter(iterator, self._stats_recorder)
+        self._stats_recorder = iterator._recorder = _stats.StatsRecorder(iterator.path)
+        return iterator
 
-    def _make_iterator(self) -> Any:
+    def _make_iterator(self) -> _iter.LoaderIter:
         # counts (and with memory_budget limits) the iterator's page-locked memory
         budget = _ext.load().MemoryBudget(self.memory_budget or 0)
         plan = self._native_plan()
         if plan is not None:
-            return _native.NativeIter(self, plan, self.device, budget)
+            return _native.native_iter(self, plan, budget)
         if _images.qualifies(self):
             if self.num_workers > 0:
                 self.check_worker_number_rationality()  # torch's warning, as with workers
-            iterator = _images.ImagesIter(self)
-        elif self.num_workers > 0 and self.worker_type == "thread":
-            iterator = _threads.ThreadIter(self)
-        elif self.num_workers > 0:
+            return _images.images_iter(self, budget)
+        if self.num_workers > 0 and self.worker_type == "thread":
+            return _threads.thread_iter(self, budget)
+        if self.num_workers > 0:
             self.check_worker_number_rationality()
-            iterator = _workers.WorkerIter(self, budget)
-        else:
-            iterator = _SingleIter(self)
-        if self.device is not None and self.device.type != "cpu":
-            return _DeviceIter(iterator, self.device, budget)
-        return iterator
+            return _workers.WorkerIter(self, budget)
+        return _SingleIter(self, budget)
 
 
 def _distributed_sampler(
@@ -369,13 +363,14 @@ def _epoch_sampler(loader: Any) -> Any:
     return None
 
 
-class _SingleIter(_resume.Resumable, _SingleProcessDataLoaderIter):
+class _SingleIter(_iter.LoaderIter, _SingleProcessDataLoaderIter):
     """torch's single-process iteration, resumable: the dataset's own position (and its
     iterator's) is kept here, in the main process."""
 
     path = "torch"
 
-    def __init__(self, loader: Any) -> None:
+    def __init__(self, loader: Any, budget: Any) -> None:
+        self._init_delivery(loader, budget)
         self._init_resume(loader)
         resume = self._resume or {}
         # a stream recorded between epochs had ended: iter() below begins the next one
@@ -398,37 +393,3 @@ class _SingleIter(_resume.Resumable, _SingleProcessDataLoaderIter):
                 getattr(fetcher, "ended", False),
             )
         return state
-
-
-class _DeviceIter:
-    """Another iterator (torch's own, worker processes or threads), with each batch copied
-    to the CUDA `device` as it is handed over, by ferry's staged copy (page-locked slots,
-    a copy stream, the consumer's stream waiting on it)."""
-
-    # Page-locked slots the staged copy reuses: copies still running when a batch is
-    # handed over keep theirs, so a few cover a consumer that runs ahead of the device.
-    _STAGING_SLOTS = 4
-    last_transfer_s: float | None = None  # the last batch's staging and enqueuing
-
-    def __init__(self, inner: Any, device: torch.device, budget: Any) -> None:
-        self._inner = inner
-        self._move = _native.DeviceCopier(device, self._STAGING_SLOTS, budget)
-
-    def __iter__(self) -> _DeviceIter:
-        return self
-
-    def __next__(self) -> Any:
-        data = next(self._inner)
-        started = time.perf_counter()
-        data = self._move(data)
-        self.last_transfer_s = time.perf_counter() - started
-        return data
-
-    def __len__(self) -> int:
-        return len(self._inner)
-
-    def _reset(self, loader: Any, first_iter: bool = False) -> None:
-        self._inner._reset(loader, first_iter)
-
-    def __getattr__(self, name: str) -> Any:  # path, last_produce_s, ... of the inner one
-        return getattr(self._inner, name)

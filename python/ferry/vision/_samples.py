@@ -95,7 +95,7 @@ class ImageSamples(torch.utils.data.Dataset):
         ``self[index]`` would draw them; the image is not decoded (its size comes from its
         header, cached). None, with nothing drawn, where the sample takes the Python path
         (``self[index]`` then does all of it)."""
-        planned = self.native_plan(index, self._compiled())
+        planned = self.native_plan(index, self.compiled_transform())
         return None if planned is None else planned[:3]
 
     def native_plan(self, index: int, compiled: CompiledTransform | None
@@ -120,7 +120,7 @@ class ImageSamples(torch.utils.data.Dataset):
         """Whether native_sample can describe this dataset's samples: the default loader
         and a transform the native pipeline reproduces (files in formats its decoders
         lack still take the Python path, one by one)."""
-        return self._compiled() is not None
+        return self.compiled_transform() is not None
 
     def _native_size(self, index: int) -> tuple[int, int] | None:
         """(width, height) of sample `index` from its file's header, cached per sample;
@@ -140,7 +140,7 @@ class ImageSamples(torch.utils.data.Dataset):
 
     def _load(self, index: int, path: str) -> Any:
         native = _native_module()
-        compiled = self._compiled() if native is not None else None
+        compiled = self.compiled_transform() if native is not None else None
         size = None if compiled is None else self._native_size(index)
         if size is not None:
             ops = compiled.draw(*size)
@@ -150,9 +150,10 @@ class ImageSamples(torch.utils.data.Dataset):
             sample = self.transform(sample)
         return sample
 
-    def _compiled(self) -> CompiledTransform | None:
-        # The native pipeline decodes as the default loader does; another loader is the
-        # user's own and runs in Python.
+    def compiled_transform(self) -> CompiledTransform | None:
+        """The transform compiled for the native pipeline (what native_plan takes), or
+        None where it runs in Python: the native pipeline decodes as the default loader
+        does, so another loader is the user's own."""
         if self.loader is not default_loader and self.loader is not pil_loader:
             return None
         return compile_transform(self.transform)
