@@ -121,3 +121,23 @@ def test_transfer_stage_with_a_device(dataset):
     stats = loader.stats()
     assert stats.transfer_s is not None and 0 < stats.transfer_s * stats.batches < wall
     assert "transfer" in str(stats)
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_profiler_sees_each_next_as_torch_labels_it(num_workers):
+    """ferry skips torch's per-batch profiler label only while no profiler records: under
+    torch.profiler each next() is labelled as torch labels its own."""
+    ds = TensorDataset(torch.arange(40))
+
+    def labels(loader):
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            for _ in loader:
+                pass
+        return [e.name for e in prof.events() if e.name.startswith("enumerate(DataLoader)#")]
+
+    kw = dict(batch_size=8, num_workers=num_workers)
+    expected = labels(torch.utils.data.DataLoader(ds, **kw))
+    got = labels(ferry.DataLoader(ds, **kw))
+    assert len(expected) == 6  # five batches, and the next() that ends the epoch
+    assert len(got) == len(expected)
+    assert all(name.endswith(".__next__") for name in got)

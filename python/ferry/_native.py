@@ -247,14 +247,13 @@ class GatherProducer:
             return None
         seq, columns, _rejected, error, produce_s, indices, transfer_s = got
         index = self._passthrough.pop(seq, None)
-        if index is None:
-            index = indices if self._auto_collation else indices[0]
-        if error:
-            raise RuntimeError(
-                f"ferry native gather failed on batch {seq} (sampler indices {index!r}): {error}"
-            )
         task = seq - self._first_seq
-        if columns is None:  # torch rejects this batch: let torch raise its own error
+        if columns is None or error:  # torch rejects this batch: torch raises its own error
+            if index is None:
+                index = indices if self._auto_collation else indices[0]
+            if error:
+                raise RuntimeError(f"ferry native gather failed on batch {seq} (sampler "
+                                   f"indices {index!r}): {error}")
             return Done(self._torch_fetcher.fetch(index), task)
         return Done(columns, task, produce_s, transfer_s=transfer_s if self._on_device else None,
                     pinned=self._pinned, on_device=self._on_device)

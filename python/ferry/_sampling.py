@@ -60,9 +60,10 @@ class StockBatches:
         if self._source is None:
             self._source = self._start()
         batch = self._source.take(self._batch_size)
-        if len(batch) < self._batch_size:  # the indices ran out: the last batch, if any
+        size = batch.shape[0]  # (len() of a tensor costs a Python call into torch)
+        if size < self._batch_size:  # the indices ran out: the last batch, if any
             self._ended = True
-            if self._drop_last or len(batch) == 0:
+            if self._drop_last or size == 0:
                 raise StopIteration
         return batch
 
@@ -161,11 +162,12 @@ class _Permutations(_Indices):
         self._generator: torch.Generator | None = None
         self._made = 0  # permutations made so far
         self._perm = torch.empty(0, dtype=torch.int64)  # the last one, and where we are in it
+        self._size = 0  # its length
         self._at = 0
         self._ended = False
 
     def draws_within(self, k: int) -> bool:
-        return not self._ended and len(self._perm) - self._at < k and self._made <= self._full
+        return not self._ended and self._size - self._at < k and self._made <= self._full
 
     def _make_next(self) -> None:
         if self._generator is None:
@@ -178,21 +180,22 @@ class _Permutations(_Indices):
         perm = torch.randperm(self._n, generator=self._generator)
         self._made += 1
         self._perm = perm if self._made <= self._full else perm[: self._rest]
+        self._size = self._perm.shape[0]
         self._at = 0
 
     def take(self, k: int) -> torch.Tensor:
         parts = []
         while k > 0 and not self._ended:
-            if self._at == len(self._perm):  # the next index is asked for
+            if self._at == self._size:  # the next index is asked for
                 if self._made > self._full:
                     self._ended = True
                     break
                 self._make_next()
                 continue
-            part = self._perm[self._at : self._at + k]
-            self._at += len(part)
-            k -= len(part)
-            parts.append(part)
+            end = min(self._at + k, self._size)
+            parts.append(self._perm[self._at : end])
+            k -= end - self._at
+            self._at = end
         if len(parts) == 1:
             return parts[0]
         return torch.cat(parts) if parts else torch.empty(0, dtype=torch.int64)

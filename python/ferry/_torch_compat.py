@@ -15,6 +15,9 @@ from __future__ import annotations
 # subclass that also records which sample raised (_errors.SampleExceptionWrapper)
 from torch._utils import ExceptionWrapper
 
+# whether a torch profiler records now (torch labels each next() of its iterators for it)
+from torch.autograd import _profiler_enabled
+
 # python_exit_status: whether the interpreter is exiting (no worker shutdown then);
 # signal_handling: the registry of worker pids that torch's SIGCHLD handler watches
 from torch.utils.data import _utils
