@@ -5,7 +5,7 @@
 #include <string>
 
 #include "core/image.h"
-#include "image_harness.h"
+#include "harness.h"
 
 namespace image_checks {
 
@@ -23,14 +23,14 @@ inline ferry::Image copy_rect(const ferry::Image& image, int left, int top, int 
 inline std::string difference(const ferry::Image& a, const ferry::Image& b) {
   if (a.width() != b.width() || a.height() != b.height() || a.channels() != b.channels() ||
       a.mode() != b.mode()) {
-    return image_harness::str("shapes ", a.width(), "x", a.height(), "x", a.channels(), " vs ",
-                              b.width(), "x", b.height(), "x", b.channels());
+    return harness::str("shapes ", a.width(), "x", a.height(), "x", a.channels(), " vs ",
+                        b.width(), "x", b.height(), "x", b.channels());
   }
   for (int y = 0; y < a.height(); ++y) {
     for (int i = 0; i < a.width() * a.channels(); ++i) {
       if (a.row(y)[i] != b.row(y)[i]) {
-        return image_harness::str("differ at row ", y, " byte ", i, ": ", int(a.row(y)[i]),
-                                  " vs ", int(b.row(y)[i]));
+        return harness::str("differ at row ", y, " byte ", i, ": ", int(a.row(y)[i]), " vs ",
+                            int(b.row(y)[i]));
       }
     }
   }

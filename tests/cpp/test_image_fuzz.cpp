@@ -14,7 +14,7 @@
 #include "core/image_pipeline.h"
 #include "core/jpeg_decoder.h"
 #include "core/png_decoder.h"
-#include "image_harness.h"
+#include "harness.h"
 #include "image_samples.h"
 
 #if defined(FERRY_WITH_JPEG) && defined(FERRY_WITH_PNG)
@@ -111,20 +111,20 @@ size_t find_marker(const Bytes& b, uint8_t marker) {
 
 }  // namespace
 
-FERRY_IMAGE_TEST(fuzz_jpeg_truncations_are_errors) {
+FERRY_TEST(fuzz_jpeg_truncations_are_errors) {
   for (const Bytes& file : jpeg_corpus()) {
-    REQUIRE(!decode_jpeg(file), "the untruncated file decodes");
+    REQUIRE(!decode_jpeg(file), ": the untruncated file decodes");
     const size_t step = std::max<size_t>(1, file.size() / 150);
     for (size_t n = 0; n + 2 < file.size(); n += step) {
       const Bytes cut(file.begin(), file.begin() + n);
       const bool failed = decode_jpeg(cut);
       // Everything up to the last scan's data is needed: PIL raises "truncated" too.
-      if (n + 8 < file.size()) EXPECT(failed, "truncated to ", n, " of ", file.size(), " bytes");
+      if (n + 8 < file.size()) EXPECT(failed, ": truncated to ", n, " of ", file.size(), " bytes");
     }
   }
 }
 
-FERRY_IMAGE_TEST(fuzz_jpeg_bit_flips_and_garbage) {
+FERRY_TEST(fuzz_jpeg_bit_flips_and_garbage) {
   std::mt19937 rng(20240601);
   const auto corpus = jpeg_corpus();
   for (int i = 0; i < 600; ++i) {
@@ -144,11 +144,11 @@ FERRY_IMAGE_TEST(fuzz_jpeg_bit_flips_and_garbage) {
     Bytes b = {0xFF, 0xD8, 0xFF};
     const size_t n = rng() % 400;
     for (size_t k = 0; k < n; ++k) b.push_back(static_cast<uint8_t>(rng()));
-    EXPECT(decode_jpeg(b), "random bytes after SOI decoded as an image");
+    EXPECT(decode_jpeg(b), ": random bytes after SOI decoded as an image");
   }
 }
 
-FERRY_IMAGE_TEST(fuzz_jpeg_random_sizes_and_bombs) {
+FERRY_TEST(fuzz_jpeg_random_sizes_and_bombs) {
   std::mt19937 rng(7);
   const Bytes base = jpeg_corpus()[0];
   const size_t sof = find_marker(base, 0xC0);
@@ -169,7 +169,7 @@ FERRY_IMAGE_TEST(fuzz_jpeg_random_sizes_and_bombs) {
         } catch (const ImageError& e) {
           bomb = e.kind() == ImageErrorKind::kTooLarge;
         }
-        EXPECT(bomb, w, "x", h, " refused as a decompression bomb");
+        EXPECT(bomb, ": ", w, "x", h, " refused as a decompression bomb");
       } else if (pixels <= (1 << 22)) {
         (void)decode_jpeg(b);  // the data does not match the size: any outcome but a crash
       }
@@ -177,19 +177,19 @@ FERRY_IMAGE_TEST(fuzz_jpeg_random_sizes_and_bombs) {
   }
 }
 
-FERRY_IMAGE_TEST(fuzz_png_truncations_are_errors) {
+FERRY_TEST(fuzz_png_truncations_are_errors) {
   for (const Bytes& file : png_corpus()) {
-    REQUIRE(!decode_png(file), "the untruncated file decodes");
+    REQUIRE(!decode_png(file), ": the untruncated file decodes");
     const size_t step = std::max<size_t>(1, file.size() / 150);
     for (size_t n = 0; n < file.size(); n += step) {
       const Bytes cut(file.begin(), file.begin() + n);
       const bool failed = decode_png(cut);
-      if (n + 16 < file.size()) EXPECT(failed, "truncated to ", n, " of ", file.size(), " bytes");
+      if (n + 16 < file.size()) EXPECT(failed, ": truncated to ", n, " of ", file.size(), " bytes");
     }
   }
 }
 
-FERRY_IMAGE_TEST(fuzz_png_bit_flips_with_valid_crcs) {
+FERRY_TEST(fuzz_png_bit_flips_with_valid_crcs) {
   std::mt19937 rng(42);
   const auto corpus = png_corpus();
   for (int i = 0; i < 600; ++i) {
@@ -204,7 +204,7 @@ FERRY_IMAGE_TEST(fuzz_png_bit_flips_with_valid_crcs) {
   }
 }
 
-FERRY_IMAGE_TEST(fuzz_png_bombs_are_refused_before_allocation) {
+FERRY_TEST(fuzz_png_bombs_are_refused_before_allocation) {
   const Bytes base = png_corpus()[0];
   const uint32_t sides[][2] = {{100000, 100000}, {0x7FFFFFFF, 2}, {20000, 9000}};
   for (const auto& s : sides) {
@@ -225,12 +225,12 @@ FERRY_IMAGE_TEST(fuzz_png_bombs_are_refused_before_allocation) {
       } catch (const ImageError& e) {
         bomb = e.kind() == ImageErrorKind::kTooLarge;
       }
-      EXPECT(bomb, s[0], "x", s[1], " refused as a decompression bomb");
+      EXPECT(bomb, ": ", s[0], "x", s[1], " refused as a decompression bomb");
     }
   }
 }
 
-FERRY_IMAGE_TEST(fuzz_sniffing_and_sizes_of_random_files) {
+FERRY_TEST(fuzz_sniffing_and_sizes_of_random_files) {
   std::mt19937 rng(3);
   for (int i = 0; i < 300; ++i) {
     Bytes b(rng() % 64);
@@ -238,7 +238,7 @@ FERRY_IMAGE_TEST(fuzz_sniffing_and_sizes_of_random_files) {
     if (i % 3 == 0 && b.size() >= 3) b[0] = 0xFF, b[1] = 0xD8, b[2] = 0xFF;
     try {
       (void)ferry::read_image_size(b.data(), b.size());
-      EXPECT(false, "random bytes read as an image header");
+      EXPECT(false, ": random bytes read as an image header");
     } catch (const ImageError&) {
     }
   }

@@ -4,8 +4,8 @@
 #include <vector>
 
 #include "core/jpeg_decoder.h"
+#include "harness.h"
 #include "image_checks.h"
-#include "image_harness.h"
 #include "image_samples.h"
 
 #if defined(FERRY_WITH_JPEG)
@@ -75,15 +75,15 @@ void check_regions(const std::vector<uint8_t>& file, bool fast, int eighths, con
     part.region = r;
     const Image got = ferry::jpeg_decode(file.data(), file.size(), part);
     const std::string diff = difference(got, copy_rect(full, r.left, r.top, r.width, r.height));
-    EXPECT(diff.empty(), what, " fast=", fast, " ", eighths, "/8 region ", r.width, "x", r.height,
-           " at (", r.left, ", ", r.top, "): ", diff);
+    EXPECT(diff.empty(), ": ", what, " fast=", fast, " ", eighths, "/8 region ", r.width, "x",
+           r.height, " at (", r.left, ", ", r.top, "): ", diff);
     if (!diff.empty()) return;
   }
 }
 
 }  // namespace
 
-FERRY_IMAGE_TEST(jpeg_region_decode_matches_full_decode) {
+FERRY_TEST(jpeg_region_decode_matches_full_decode) {
   std::mt19937 rng(1234);
   const int sizes[][2] = {{203, 157}, {64, 48}, {1, 37}, {37, 1}, {250, 9}};
   for (const Config& c : configs()) {
@@ -95,7 +95,7 @@ FERRY_IMAGE_TEST(jpeg_region_decode_matches_full_decode) {
   }
 }
 
-FERRY_IMAGE_TEST(jpeg_region_decode_matches_full_decode_scaled_fast) {
+FERRY_TEST(jpeg_region_decode_matches_full_decode_scaled_fast) {
   std::mt19937 rng(99);
   for (const Config& c : configs()) {
     const auto pixels = image_samples::synthetic(211, 163, c.channels, 3);
@@ -104,14 +104,14 @@ FERRY_IMAGE_TEST(jpeg_region_decode_matches_full_decode_scaled_fast) {
   }
 }
 
-FERRY_IMAGE_TEST(jpeg_decodes_to_pil_modes) {
+FERRY_TEST(jpeg_decodes_to_pil_modes) {
   const auto rgb = image_samples::encode_jpeg(image_samples::synthetic(40, 30, 3, 1), JpegSpec{});
   const Image a = ferry::jpeg_decode(rgb.data(), rgb.size(), JpegOptions{});
   EXPECT(a.width() == 40 && a.height() == 30 && a.channels() == 3);
   EXPECT(a.mode() == ferry::ColorMode::kRgb);
   const auto gray = image_samples::encode_jpeg(image_samples::synthetic(40, 30, 1, 1), JpegSpec{});
   const Image g = ferry::jpeg_decode(gray.data(), gray.size(), JpegOptions{});
-  EXPECT(g.channels() == 1 && g.mode() == ferry::ColorMode::kRgb, "gray files stay one channel");
+  EXPECT(g.channels() == 1 && g.mode() == ferry::ColorMode::kRgb, ": gray files stay one channel");
   const auto cmyk = image_samples::encode_jpeg(image_samples::synthetic(40, 30, 4, 1), JpegSpec{});
   const Image k = ferry::jpeg_decode(cmyk.data(), cmyk.size(), JpegOptions{});
   EXPECT(k.channels() == 3);
@@ -119,7 +119,7 @@ FERRY_IMAGE_TEST(jpeg_decodes_to_pil_modes) {
   EXPECT(info.width == 40 && info.height == 30 && info.components == 4);
 }
 
-FERRY_IMAGE_TEST(jpeg_scaled_sizes_round_up) {
+FERRY_TEST(jpeg_scaled_sizes_round_up) {
   const auto pixels = image_samples::synthetic(203, 157, 3, 2);
   const auto file = image_samples::encode_jpeg(pixels, JpegSpec{});
   for (int eighths : {1, 2, 3, 4, 5, 6, 7}) {

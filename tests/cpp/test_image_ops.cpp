@@ -6,8 +6,8 @@
 
 #include "core/image_ops.h"
 #include "core/tensor_stage.h"
+#include "harness.h"
 #include "image_checks.h"
-#include "image_harness.h"
 
 using ferry::ColorMode;
 using ferry::Image;
@@ -24,7 +24,7 @@ Image numbered(int w, int h, int c) {
 
 }  // namespace
 
-FERRY_IMAGE_TEST(crop_outside_the_image_is_zero) {
+FERRY_TEST(crop_outside_the_image_is_zero) {
   const Image in = numbered(5, 4, 3);
   const Image out = ferry::crop_image(image_checks::copy_rect(in, 0, 0, 5, 4), -2, 1, 6, 5);
   REQUIRE(out.width() == 6 && out.height() == 5);
@@ -33,13 +33,13 @@ FERRY_IMAGE_TEST(crop_outside_the_image_is_zero) {
       const int sx = x - 2, sy = y + 1;
       for (int c = 0; c < 3; ++c) {
         const int expect = (sx >= 0 && sx < 5 && sy < 4) ? in.row(sy)[sx * 3 + c] : 0;
-        EXPECT(out.row(y)[x * 3 + c] == expect, "at ", x, ",", y);
+        EXPECT(out.row(y)[x * 3 + c] == expect, ": at ", x, ",", y);
       }
     }
   }
 }
 
-FERRY_IMAGE_TEST(pad_fills_each_channel) {
+FERRY_TEST(pad_fills_each_channel) {
   const Image in = numbered(3, 2, 3);
   const Image out = ferry::pad_image(in, 1, 2, 3, 0, {7, 8, 9});
   REQUIRE(out.width() == 7 && out.height() == 4);
@@ -52,7 +52,7 @@ FERRY_IMAGE_TEST(pad_fills_each_channel) {
   EXPECT(colour.channels() == 3 && colour.row(0)[3] == 50 && colour.row(0)[2] == 3);
 }
 
-FERRY_IMAGE_TEST(flips_mirror_and_undo_themselves) {
+FERRY_TEST(flips_mirror_and_undo_themselves) {
   for (int c : {1, 3}) {
     const Image in = numbered(7, 5, c);
     Image h = image_checks::copy_rect(in, 0, 0, 7, 5);
@@ -68,7 +68,7 @@ FERRY_IMAGE_TEST(flips_mirror_and_undo_themselves) {
   }
 }
 
-FERRY_IMAGE_TEST(grayscale_is_pils_integer_luma) {
+FERRY_TEST(grayscale_is_pils_integer_luma) {
   Image in(256, 3, 3, ColorMode::kRgb);
   std::mt19937 rng(8);
   for (int y = 0; y < 3; ++y) {
@@ -88,7 +88,7 @@ FERRY_IMAGE_TEST(grayscale_is_pils_integer_luma) {
   EXPECT(ferry::to_grayscale(std::move(gray), 1).row(3)[3] == 77);
 }
 
-FERRY_IMAGE_TEST(tensor_stage_layouts_and_arithmetic) {
+FERRY_TEST(tensor_stage_layouts_and_arithmetic) {
   const Image img = numbered(4, 3, 3);
   ferry::TensorStage chw{ferry::TensorLayout::kUint8Chw, {}, {}};
   std::vector<uint8_t> u(4 * 3 * 3);

@@ -9,8 +9,8 @@
 #include "core/image_ops.h"
 #include "core/image_pipeline.h"
 #include "core/jpeg_decoder.h"
+#include "harness.h"
 #include "image_checks.h"
-#include "image_harness.h"
 #include "image_samples.h"
 
 #if defined(FERRY_WITH_JPEG) && defined(FERRY_WITH_PNG)
@@ -96,7 +96,7 @@ ferry::ImageError expect_error(Fn fn) {
 
 }  // namespace
 
-FERRY_IMAGE_TEST(pipeline_region_decode_equals_decode_then_crop) {
+FERRY_TEST(pipeline_region_decode_equals_decode_then_crop) {
   Files f;
   make_files(f, 6);
   std::mt19937 rng(3);
@@ -113,13 +113,13 @@ FERRY_IMAGE_TEST(pipeline_region_decode_equals_decode_then_crop) {
           ferry::crop_image(image_checks::copy_rect(full, 0, 0, full.width(), full.height()), x,
                             y, w, h);
       const std::string diff = image_checks::difference(got, expect);
-      EXPECT(diff.empty(), path, " crop ", w, "x", h, " at (", x, ", ", y, "): ", diff);
+      EXPECT(diff.empty(), ": ", path, " crop ", w, "x", h, " at (", x, ", ", y, "): ", diff);
       if (!diff.empty()) return;
     }
   }
 }
 
-FERRY_IMAGE_TEST(pipeline_batch_on_threads_equals_samples_one_by_one) {
+FERRY_TEST(pipeline_batch_on_threads_equals_samples_one_by_one) {
   Files f;
   make_files(f, 9);
   std::vector<ImagePlan> plans;
@@ -135,12 +135,12 @@ FERRY_IMAGE_TEST(pipeline_batch_on_threads_equals_samples_one_by_one) {
       std::vector<float> one(row);
       ferry::write_tensor(s.image, plans[i].stage, one.data());
       EXPECT(std::memcmp(one.data(), out.data() + i * row, row * sizeof(float)) == 0,
-             "sample ", i, " with ", threads, " threads");
+             ": sample ", i, " with ", threads, " threads");
     }
   }
 }
 
-FERRY_IMAGE_TEST(pipeline_batch_error_names_the_lowest_failing_sample) {
+FERRY_TEST(pipeline_batch_error_names_the_lowest_failing_sample) {
   Files f;
   make_files(f, 8);
   f.paths[6] = f.dir.write("bad6.jpg", {0xFF, 0xD8, 0xFF, 0xE0, 1, 2, 3});
@@ -155,9 +155,9 @@ FERRY_IMAGE_TEST(pipeline_batch_error_names_the_lowest_failing_sample) {
     const ferry::ImageError e =
         expect_error([&] { ferry::load_image_batch(f.paths, plans, dst, threads, 40, {}); });
     const std::string what = e.what();
-    EXPECT(e.kind() == ferry::ImageErrorKind::kCorrupt, what);
-    EXPECT(what.find("bad2.png") != std::string::npos, what);
-    EXPECT(what.find("(sample 42)") != std::string::npos, what);
+    EXPECT(e.kind() == ferry::ImageErrorKind::kCorrupt, ": ", what);
+    EXPECT(what.find("bad2.png") != std::string::npos, ": ", what);
+    EXPECT(what.find("(sample 42)") != std::string::npos, ": ", what);
   }
   const ferry::ImageError missing =
       expect_error([&] { ferry::load_sample(f.paths[5], plans[5], {}, 7); });
@@ -165,10 +165,10 @@ FERRY_IMAGE_TEST(pipeline_batch_error_names_the_lowest_failing_sample) {
   EXPECT(std::string(missing.what()).find("(sample 7)") != std::string::npos);
   const ferry::ImageError text = expect_error(
       [&] { ferry::load_sample(f.dir.write("notes.txt", {'h', 'i'}), plans[0], {}, 3); });
-  EXPECT(text.kind() == ferry::ImageErrorKind::kUnsupported, text.what());
+  EXPECT(text.kind() == ferry::ImageErrorKind::kUnsupported, ": ", text.what());
 }
 
-FERRY_IMAGE_TEST(pipeline_batch_checks_the_row_shape) {
+FERRY_TEST(pipeline_batch_checks_the_row_shape) {
   Files f;
   make_files(f, 2);
   std::vector<ImagePlan> plans = {plan_for(0), plan_for(1)};
@@ -177,11 +177,11 @@ FERRY_IMAGE_TEST(pipeline_batch_checks_the_row_shape) {
                               {3, 32, 24}, sizeof(float)};
   const ferry::ImageError e =
       expect_error([&] { ferry::load_image_batch(f.paths, plans, dst, 2, 0, {}); });
-  EXPECT(e.kind() == ferry::ImageErrorKind::kBadArgument, e.what());
-  EXPECT(std::string(e.what()).find("(sample 0)") != std::string::npos, e.what());
+  EXPECT(e.kind() == ferry::ImageErrorKind::kBadArgument, ": ", e.what());
+  EXPECT(std::string(e.what()).find("(sample 0)") != std::string::npos, ": ", e.what());
 }
 
-FERRY_IMAGE_TEST(pipeline_fast_mode_stays_close) {
+FERRY_TEST(pipeline_fast_mode_stays_close) {
   // Declared inexact: DCT scaling + fast IDCT. Bounded, not equal.
   const auto pixels = image_samples::synthetic(480, 360, 3, 11);
   image_samples::TempDir dir;
@@ -195,7 +195,7 @@ FERRY_IMAGE_TEST(pipeline_fast_mode_stays_close) {
   for (int y = 0; y < 48; ++y) {
     for (int i = 0; i < 64 * 3; ++i) sum += std::abs(exact.row(y)[i] - fast.row(y)[i]);
   }
-  EXPECT(sum / (64 * 48 * 3) < 8.0, "mean difference ", sum / (64 * 48 * 3));
+  EXPECT(sum / (64 * 48 * 3) < 8.0, ": mean difference ", sum / (64 * 48 * 3));
 }
 
 #endif

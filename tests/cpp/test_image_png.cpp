@@ -7,8 +7,8 @@
 #include <vector>
 
 #include "core/png_decoder.h"
+#include "harness.h"
 #include "image_checks.h"
-#include "image_harness.h"
 #include "image_samples.h"
 
 #if defined(FERRY_WITH_PNG)
@@ -83,7 +83,7 @@ void check_case(int color_type, int bits, bool interlaced, std::mt19937& rng) {
   const Image img = ferry::png_decode(file.data(), file.size());
   const bool gray = color_type == PNG_COLOR_TYPE_GRAY || color_type == PNG_COLOR_TYPE_GRAY_ALPHA;
   REQUIRE(img.width() == w && img.height() == h && img.channels() == (gray ? 1 : 3),
-          "type ", color_type, " bits ", bits);
+          ": type ", color_type, " bits ", bits);
   for (int y = 0; y < h; ++y) {
     for (int x = 0; x < w; ++x) {
       const int* s = &samples[y][size_t(x) * spp];
@@ -100,7 +100,7 @@ void check_case(int color_type, int bits, bool interlaced, std::mt19937& rng) {
       for (int c = 0; c < img.channels(); ++c) {
         const int got = img.row(y)[x * img.channels() + c];
         if (got != expect[c]) {
-          EXPECT(got == expect[c], "type ", color_type, " bits ", bits, " interlaced ",
+          EXPECT(got == expect[c], ": type ", color_type, " bits ", bits, " interlaced ",
                  interlaced, " at (", x, ", ", y, ") channel ", c, ": ", got, " vs ", expect[c]);
           return;
         }
@@ -111,7 +111,7 @@ void check_case(int color_type, int bits, bool interlaced, std::mt19937& rng) {
 
 }  // namespace
 
-FERRY_IMAGE_TEST(png_every_colour_type_and_depth) {
+FERRY_TEST(png_every_colour_type_and_depth) {
   std::mt19937 rng(5);
   const Case cases[] = {
       {PNG_COLOR_TYPE_GRAY, 1, 1},       {PNG_COLOR_TYPE_GRAY, 2, 1},
@@ -128,7 +128,7 @@ FERRY_IMAGE_TEST(png_every_colour_type_and_depth) {
   }
 }
 
-FERRY_IMAGE_TEST(png_info_reads_the_header) {
+FERRY_TEST(png_info_reads_the_header) {
   std::vector<std::vector<uint8_t>> rows(5, std::vector<uint8_t>(7 * 3, 9));
   const auto file = image_samples::encode_png(7, 5, PNG_COLOR_TYPE_RGB, 8, false, rows);
   const ferry::PngInfo info = ferry::png_read_info(file.data(), file.size());

@@ -4,8 +4,8 @@
 
 #include "core/image_ops.h"
 #include "core/resample.h"
+#include "harness.h"
 #include "image_checks.h"
-#include "image_harness.h"
 
 using ferry::ColorMode;
 using ferry::Image;
@@ -28,7 +28,7 @@ const ResampleFilter kFilters[] = {ResampleFilter::kNearest, ResampleFilter::kBi
 
 }  // namespace
 
-FERRY_IMAGE_TEST(resample_keeps_a_constant_image_constant) {
+FERRY_TEST(resample_keeps_a_constant_image_constant) {
   const int sizes[][2] = {{1, 1}, {1, 9}, {9, 1}, {3, 500}, {224, 224}, {37, 23}};
   for (ResampleFilter f : kFilters) {
     for (int c : {1, 3}) {
@@ -39,7 +39,7 @@ FERRY_IMAGE_TEST(resample_keeps_a_constant_image_constant) {
         for (int y = 0; y < out.height(); ++y) {
           for (int i = 0; i < out.width() * c; ++i) {
             if (out.row(y)[i] != 201) {
-              EXPECT(out.row(y)[i] == 201, "filter ", int(f), " size ", s[0], "x", s[1]);
+              EXPECT(out.row(y)[i] == 201, ": filter ", int(f), " size ", s[0], "x", s[1]);
               return;
             }
           }
@@ -49,14 +49,14 @@ FERRY_IMAGE_TEST(resample_keeps_a_constant_image_constant) {
   }
 }
 
-FERRY_IMAGE_TEST(resample_to_the_same_size_is_a_copy) {
+FERRY_TEST(resample_to_the_same_size_is_a_copy) {
   const Image in = random_image(31, 17, 3, 1);
   for (ResampleFilter f : kFilters) {
     EXPECT(difference(ferry::resize_image(in, 31, 17, f), in).empty());
   }
 }
 
-FERRY_IMAGE_TEST(resample_reads_a_view_like_a_copy) {
+FERRY_TEST(resample_reads_a_view_like_a_copy) {
   // A crop inside the image is a view with a stride: the result must not depend on it.
   const Image big = random_image(80, 60, 3, 2);
   const Image view = ferry::crop_image(image_checks::copy_rect(big, 0, 0, 80, 60), 7, 5, 50, 40);
@@ -70,7 +70,7 @@ FERRY_IMAGE_TEST(resample_reads_a_view_like_a_copy) {
   }
 }
 
-FERRY_IMAGE_TEST(resample_nearest_picks_source_pixels) {
+FERRY_TEST(resample_nearest_picks_source_pixels) {
   // Integer downscale by 2: PIL's nearest takes the pixel at 2i + 1 (the centre rounds up).
   const Image in = random_image(10, 6, 1, 3);
   const Image out = ferry::resize_image(in, 5, 3, ResampleFilter::kNearest);
@@ -79,7 +79,7 @@ FERRY_IMAGE_TEST(resample_nearest_picks_source_pixels) {
   }
 }
 
-FERRY_IMAGE_TEST(resample_gray_stored_rgb_matches_three_equal_channels) {
+FERRY_TEST(resample_gray_stored_rgb_matches_three_equal_channels) {
   const Image gray = random_image(45, 33, 1, 4);
   Image rgb(45, 33, 3, ColorMode::kRgb);
   for (int y = 0; y < 33; ++y) {
@@ -98,7 +98,7 @@ FERRY_IMAGE_TEST(resample_gray_stored_rgb_matches_three_equal_channels) {
   }
 }
 
-FERRY_IMAGE_TEST(resample_rejects_empty_sizes) {
+FERRY_TEST(resample_rejects_empty_sizes) {
   const Image in = random_image(4, 4, 3, 5);
   bool threw = false;
   try {
