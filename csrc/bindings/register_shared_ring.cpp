@@ -1,5 +1,6 @@
 #include <torch/csrc/Dtype.h>
 
+#include "../core/slot_layout.h"
 #include "../torch/shared_ring_mapping.h"
 #include "register.h"
 
@@ -8,6 +9,22 @@ namespace py = pybind11;
 namespace ferry {
 
 void register_shared_ring(py::module_& m) {
+  // The slot layout rules, for the workers' ring collation (one definition, see
+  // core/slot_layout.h).
+  m.attr("SLOT_ALIGN") = kSlotAlign;
+  m.def("strided_extent", &strided_extent, py::arg("sizes"), py::arg("strides"),
+        py::arg("itemsize"), "Bytes from a strided tensor's first element to the end of its last.");
+  m.def(
+      "overlap_clusters",
+      [](const std::vector<int64_t>& starts, const std::vector<int64_t>& extents) {
+        py::list out;
+        for (const OverlapCluster& c : overlap_clusters(starts, extents)) {
+          out.append(py::make_tuple(c.lo, c.hi, py::cast(c.members)));
+        }
+        return out;
+      },
+      py::arg("starts"), py::arg("extents"),
+      "The byte ranges that overlap, chained: [(lo aligned down, hi, [members by start])].");
   py::enum_<SlotState>(m, "SlotState")
       .value("FREE", SlotState::kFree)
       .value("FILLING", SlotState::kFilling)

@@ -3,18 +3,16 @@
 #include <chrono>
 
 #include "check.h"
+#include "slot_layout.h"
 
 namespace ferry {
 namespace {
-constexpr int64_t kAlign = 64;
 // Rows copied between two looks at the stop flag: small enough that close() is prompt
 // even over slow (disk-backed) arrays, large enough to cost nothing.
 constexpr int64_t kRowsPerStopCheck = 64;
 
 // Rows whose loads are started ahead of the row being copied.
 constexpr int64_t kPrefetchRows = 2;
-
-int64_t align_up(int64_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 }  // namespace
 
 BatchLayout BatchLayout::make(const std::vector<int64_t>& row_bytes, int64_t rows) {

@@ -9,25 +9,17 @@
 #include <cstring>
 
 #include "../core/check.h"
+#include "../core/slot_layout.h"
 
 namespace ferry {
 namespace {
 
 // The bytes a strided tensor spans, checked to stay inside its slot.
 int64_t checked_extent(const TensorRef& ref, size_t slot_bytes) {
-  FERRY_CHECK(ref.sizes.size() == ref.strides.size(), "tensor description: ",
-              ref.sizes.size(), " sizes but ", ref.strides.size(), " strides");
   const int64_t itemsize = static_cast<int64_t>(c10::elementSize(ref.dtype));
   FERRY_CHECK(ref.offset >= 0 && ref.offset % itemsize == 0, "tensor description: offset ",
               ref.offset, " not aligned to its item size ", itemsize);
-  int64_t last = 0;  // index of the last element, in elements
-  for (size_t d = 0; d < ref.sizes.size(); ++d) {
-    FERRY_CHECK(ref.sizes[d] >= 0 && ref.strides[d] >= 0,
-                "tensor description: negative size or stride");
-    if (ref.sizes[d] == 0) return 0;
-    last += (ref.sizes[d] - 1) * ref.strides[d];
-  }
-  const int64_t extent = (last + 1) * itemsize;
+  const int64_t extent = strided_extent(ref.sizes, ref.strides, itemsize);
   FERRY_CHECK(ref.offset + extent <= static_cast<int64_t>(slot_bytes),
               "tensor description reaches past its slot (", ref.offset, " + ", extent, " > ",
               slot_bytes, ")");
@@ -40,36 +32,24 @@ int64_t checked_extent(const TensorRef& ref, size_t slot_bytes) {
 // user keeps does not keep the rest of its batch. Pinned: from torch's host allocator.
 std::vector<at::Tensor> copy_out(const uint8_t* base, const std::vector<TensorRef>& refs,
                                  const std::vector<int64_t>& extents, bool pinned) {
-  constexpr int64_t kAlign = 64;  // a copy starts as aligned as the slot's allocations
   std::vector<at::Tensor> out(refs.size());
-  std::vector<size_t> order;
+  std::vector<int64_t> starts;
   for (size_t i = 0; i < refs.size(); ++i) {
-    if (extents[i] > 0) {
-      order.push_back(i);
-    } else {
+    starts.push_back(refs[i].offset);
+    if (extents[i] == 0) {
       out[i] = at::empty_strided(refs[i].sizes, refs[i].strides,
                                  at::TensorOptions().dtype(refs[i].dtype).pinned_memory(pinned));
     }
   }
-  std::sort(order.begin(), order.end(),
-            [&](size_t a, size_t b) { return refs[a].offset < refs[b].offset; });
-  for (size_t k = 0; k < order.size();) {
-    int64_t lo = refs[order[k]].offset;
-    int64_t hi = lo + extents[order[k]];
-    size_t end = k + 1;
-    for (; end < order.size() && refs[order[end]].offset < hi; ++end) {
-      hi = std::max(hi, refs[order[end]].offset + extents[order[end]]);
-    }
-    lo -= lo % kAlign;
+  for (const OverlapCluster& c : overlap_clusters(starts, extents)) {
     at::Tensor bytes =
-        at::empty({hi - lo}, at::TensorOptions().dtype(at::kByte).pinned_memory(pinned));
-    std::memcpy(bytes.data_ptr(), base + lo, static_cast<size_t>(hi - lo));
-    for (; k < end; ++k) {
-      const TensorRef& ref = refs[order[k]];
+        at::empty({c.hi - c.lo}, at::TensorOptions().dtype(at::kByte).pinned_memory(pinned));
+    std::memcpy(bytes.data_ptr(), base + c.lo, static_cast<size_t>(c.hi - c.lo));
+    for (size_t i : c.members) {
+      const TensorRef& ref = refs[i];
       const int64_t itemsize = static_cast<int64_t>(c10::elementSize(ref.dtype));
-      out[order[k]] = at::empty({0}, at::TensorOptions().dtype(ref.dtype))
-                          .set_(bytes.storage(), (ref.offset - lo) / itemsize, ref.sizes,
-                                ref.strides);
+      out[i] = at::empty({0}, at::TensorOptions().dtype(ref.dtype))
+                   .set_(bytes.storage(), (ref.offset - c.lo) / itemsize, ref.sizes, ref.strides);
     }
   }
   return out;

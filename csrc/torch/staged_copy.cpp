@@ -3,12 +3,11 @@
 #include <c10/core/DeviceGuard.h>
 
 #include "../core/check.h"
+#include "../core/slot_layout.h"
 #include "tensor_buffer.h"
 
 namespace ferry {
 namespace {
-constexpr int64_t kAlign = 64;
-int64_t align_up(int64_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 
 // `t`'s staging place in `buffer`, laid out as torch's t.to(device) lays out its result
 // (preserve_format: t's own strides when it is dense and non-overlapping, such as
