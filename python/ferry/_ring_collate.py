@@ -38,7 +38,6 @@ from ._torch_compat import (
     default_collate_fn_map,
 )
 
-_ALIGN = 64
 _PAGE = 4096
 # A ring's slot is sized from a worker's first batch, with room for somewhat larger ones.
 _HEADROOM = 1.25
@@ -47,7 +46,9 @@ _HEADROOM = 1.25
 worker_stream: WorkerStream | None = None
 
 
-def _align(n: int, to: int = _ALIGN) -> int:
+def _align(n: int, to: int = 0) -> int:
+    """`n` rounded up to `to`, by default the slot's alignment (core/slot_layout.h)."""
+    to = to or _ext.load().SLOT_ALIGN
     return (n + to - 1) // to * to
 
 
@@ -305,35 +306,21 @@ def _slot_layout(tensors: list[torch.Tensor],
         else:  # keyed by the storage itself: two storages may start at one address
             by_storage.setdefault(t.untyped_storage()._cdata, []).append(t)
     placed: dict[int, tuple[int, int, int]] = {}
+    C = _ext.load()
     for key, views in by_storage.items():
         base = views[0].untyped_storage().data_ptr()
-        views.sort(key=lambda t: t.data_ptr())
-        k = 0
-        while k < len(views):  # a sweep over the views' byte ranges, in clusters that overlap
-            lo = views[k].data_ptr() - base
-            hi = lo + _extent(views[k])
-            end = k + 1
-            while end < len(views) and views[end].data_ptr() - base < hi:
-                hi = max(hi, views[end].data_ptr() - base + _extent(views[end]))
-                end += 1
-            cluster = views[k:end]
+        starts = [t.data_ptr() - base for t in views]
+        extents = [C.strided_extent(t.shape, t.stride(), t.element_size()) for t in views]
+        for lo, hi, members in C.overlap_clusters(starts, extents):  # the C++ rule
+            cluster = [views[m] for m in members]
             own = sum(_align(t.numel() * t.element_size()) for t in cluster)
-            lo -= lo % _ALIGN  # each view keeps its alignment
             if len(cluster) > 1 and hi - lo <= 2 * own:
                 for t in cluster:
                     placed[id(t)] = (key, lo, hi)
                 need += _align(hi - lo)
             else:
                 need += own
-            k = end
     return need, placed
-
-
-def _extent(t: torch.Tensor) -> int:
-    """Bytes from `t`'s first element to the end of its last."""
-    return (1 + sum((n - 1) * st for n, st in zip(t.shape, t.stride(), strict=True))) * (
-        t.element_size()
-    )
 
 
 def _fits_a_slot(t: torch.Tensor) -> bool:
