@@ -23,10 +23,8 @@ batches ahead, on n threads, each decoding whole batches as a worker process wou
 from __future__ import annotations
 
 import bisect
-import collections
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +33,7 @@ from torch.utils.data import ConcatDataset, Subset, default_collate
 
 from . import _ext
 from ._iter import Done, ProducerIter, usable_cpus
+from ._threads import PoolProducer
 from ._torch_compat import _DatasetKind
 
 
@@ -150,16 +149,18 @@ def images_iter(loader: Any, budget: Any) -> ProducerIter:
     return ProducerIter(loader, ImageProducer, depth, budget)
 
 
-class ImageProducer:
+class ImageProducer(PoolProducer):
     """Plans each batch in the main thread as it is submitted (the random draws of its
     transforms, with the generator of the worker torch would send it to), then decodes
     it on a thread of its own (one per emulated worker; without workers, all usable
-    cores on the one batch, when it is taken)."""
+    cores on the one batch, when it is taken). In order: each batch carries its
+    worker's generator state after it, for state_dict."""
 
     path = "images"
     stock_indices = False
 
     def __init__(self, it: Any) -> None:
+        super().__init__(it._num_workers, True, "ferry-images")
         self._C = _ext.load()
         self._dataset = it._dataset
         self._pin = it._pin_memory and it._device is None
@@ -175,8 +176,7 @@ class ImageProducer:
             if state and state.get("rng") is not None and w < self._n:
                 self._worker_rng[w] = state["rng"]["torch"].clone()
                 self.worker_states[w] = state  # type: ignore[index]
-        self._pool = ThreadPoolExecutor(max(1, self._n), thread_name_prefix="ferry-images")
-        self._pending: collections.deque[tuple[Future | None, _Batch]] = collections.deque()
+        self._unplanned: _Batch | None = None  # without workers: the batch to decode
 
     @staticmethod
     def _seeded(seed: int) -> torch.Tensor:
@@ -267,47 +267,36 @@ class ImageProducer:
     # --- the producer ----------------------------------------------------------------
     @property
     def in_flight(self) -> int:
-        return len(self._pending)
+        return len(self._pending) + (self._unplanned is not None)
 
     def submit(self, task: int, index: Any, position: int) -> None:
         if self._n == 0:  # the global generator, now, as torch draws it
-            batch = self._plan(index)
-            batch.task = task
-            self._pending.append((None, batch))
+            self._unplanned = self._plan(index)
+            self._unplanned.task = task
             return
         # torch sends the epoch's k-th batch to worker k % n (a resumed epoch's first
         # batch is not its first position)
         worker = position % self._n
         batch = self._plan_as_worker(worker, index)
         batch.task, batch.worker, batch.rng_after = task, worker, self._worker_rng[worker]
-        self._pending.append((self._pool.submit(self._decode, batch, 1), batch))
+        self._start(batch, self._decode, batch, 1)
 
     def take(self, timeout: float | None) -> Done | None:
-        future, batch = self._pending[0]
-        if future is None:
-            self._pending.popleft()
+        if self._unplanned is not None:
+            batch, self._unplanned = self._unplanned, None
             return self._decode(batch, self._threads)
-        try:
-            future.exception(timeout)
-        except FutureTimeout:
-            return None
-        self._pending.popleft()
+        return super().take(timeout)
+
+    def drop(self) -> None:
+        self._unplanned = None
+        super().drop()
+
+    def _taken(self, future: Future, batch: _Batch) -> Done:
         assert self.worker_states is not None and batch.worker is not None
         # handed over (or its error raised): its worker is past it
         self.worker_states[batch.worker] = {"rng": {"torch": batch.rng_after}}
         return future.result()
 
     def late(self) -> str:
-        return f" (ferry's image pipeline, sample indices {self._pending[0][1].indices})"
-
-    def drop(self) -> None:
-        while self._pending:  # the last epoch's batches still in flight
-            future, _ = self._pending.popleft()
-            if future is not None and not future.cancel():
-                future.exception()
-
-    def close(self) -> None:
-        for future, _ in self._pending:
-            if future is not None:
-                future.cancel()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        assert self._late is not None
+        return f" (ferry's image pipeline, sample indices {self._late[1].indices})"

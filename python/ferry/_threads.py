@@ -80,10 +80,10 @@ class _BatchMaker:
             del self.fetching[task]
 
 
-def _work(tasks: queue.SimpleQueue, make: _BatchMaker, init_fn: Any, worker_id: int) -> None:
-    """A worker thread: worker_init_fn first, as torch's workers run it when they start,
-    its error raised for the first batch the thread takes (as a worker's is); then the
-    batches, until told to stop (None)."""
+def _work(tasks: queue.SimpleQueue, init_fn: Any, worker_id: int) -> None:
+    """A pool thread: worker_init_fn first, as torch's workers run it when they start,
+    its error raised for the first task the thread takes (as a worker's is for its first
+    batch); then the tasks, until told to stop (None)."""
     init_error = None
     if init_fn is not None:
         try:
@@ -92,7 +92,7 @@ def _work(tasks: queue.SimpleQueue, make: _BatchMaker, init_fn: Any, worker_id: 
             exc.add_note(f"(in worker_init_fn({worker_id}) of a ferry thread worker)")
             init_error = exc
     while (item := tasks.get()) is not None:
-        future, task, index = item
+        future, fn, args = item
         del item
         if not future.set_running_or_notify_cancel():
             continue  # dropped (an epoch's end, the iterator gone)
@@ -101,10 +101,10 @@ def _work(tasks: queue.SimpleQueue, make: _BatchMaker, init_fn: Any, worker_id: 
             init_error = None
         else:
             try:
-                future.set_result(make(task, index))
+                future.set_result(fn(*args))
             except BaseException as exc:
                 future.set_exception(exc)
-        del future
+        del future, args
 
 
 def _stop(tasks: queue.SimpleQueue, pending: collections.deque,
@@ -118,25 +118,24 @@ def _stop(tasks: queue.SimpleQueue, pending: collections.deque,
     # in a batch that does not return cannot be stopped and is left after the grace.
     deadline = time.monotonic() + _STOP_GRACE_SECONDS
     for thread in threads:
-        if thread is not threading.current_thread():  # collected in a worker thread
+        if thread is not threading.current_thread():  # collected in a pool thread
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
 
-class ThreadProducer:
-    """`n` threads, all started at once (each runs worker_init_fn with its id, as
-    torch's workers do), each running torch's own fetcher on whole batches."""
+class PoolProducer:
+    """The part of a producer that makes its batches on `n` threads of its own, all
+    started at once (each runs `init_fn` with its id first, as torch's workers run
+    worker_init_fn): the batches in flight, taken in order or as they complete, dropped
+    and stopped. Subclasses submit with `_start` and may check a batch as it is taken
+    (`_taken`)."""
 
-    path = "threads"
-    stock_indices = False
-
-    def __init__(self, it: Any, n: int, init_fn: Any) -> None:
-        self._make = _BatchMaker(it)
-        self._in_order = it._in_order
+    def __init__(self, n: int, in_order: bool, name: str, init_fn: Any = None) -> None:
+        self._in_order = in_order
         self._tasks: queue.SimpleQueue = queue.SimpleQueue()
         self._pending: collections.deque[tuple[Future, Any]] = collections.deque()
-        self._late: tuple[Future, Any] | None = None
-        threads = [threading.Thread(target=_work, args=(self._tasks, self._make, init_fn, k),
-                                    name=f"ferry-worker_{k}", daemon=True) for k in range(n)]
+        self._late: tuple[Future, Any] | None = None  # what take() waited for in vain
+        threads = [threading.Thread(target=_work, args=(self._tasks, init_fn, k),
+                                    name=f"{name}_{k}", daemon=True) for k in range(n)]
         self._finalizer = weakref.finalize(self, _stop, self._tasks, self._pending, threads)
         for thread in threads:
             thread.start()
@@ -145,18 +144,18 @@ class ThreadProducer:
     def in_flight(self) -> int:
         return len(self._pending)
 
-    def submit(self, task: int, index: Any, position: int) -> None:
+    def _start(self, what: Any, fn: Any, *args: Any) -> Future:
+        """Queues ``fn(*args)``; `what` goes with it to `_taken`."""
         future: Future = Future()
-        future.task_id = task  # type: ignore[attr-defined]
-        self._pending.append((future, index))
-        self._tasks.put((future, task, index))
+        self._pending.append((future, what))
+        self._tasks.put((future, fn, args))
+        return future
 
     def take(self, timeout: float | None) -> Done | None:
         if self._in_order:
             k = 0
-            future, index = self._pending[0]
             try:
-                future.exception(timeout)
+                self._pending[0][0].exception(timeout)
             except FutureTimeout:
                 self._late = self._pending[0]
                 return None
@@ -166,27 +165,12 @@ class ThreadProducer:
                 self._late = self._pending[0]
                 return None
             k = next(k for k, (f, _) in enumerate(self._pending) if f in done)
-            future, index = self._pending[k]
+        future, what = self._pending[k]
         del self._pending[k]
-        try:
-            return future.result()
-        except Exception as exc:
-            exc.add_note(f"(in a ferry thread worker, fetching sample indices {index!r})"
-                         f"{which_sample(exc)}")
-            raise
+        return self._taken(future, what)
 
-    def late(self) -> str:
-        """Which thread holds the late batch, and its stack."""
-        if self._late is None:
-            return ""
-        future, index = self._late
-        thread = self._make.fetching.get(getattr(future, "task_id", -1))
-        frame = sys._current_frames().get(thread.ident) if thread is not None else None
-        if frame is None:
-            return f": sample indices {index!r} were not started yet"
-        stack = "".join(traceback.format_stack(frame))
-        return (f": sample indices {index!r} are with worker thread {thread.name}.\n"
-                f"Its Python stack now:\n{stack}")
+    def _taken(self, future: Future, what: Any) -> Done:
+        return future.result()
 
     def drop(self) -> None:
         while self._pending:  # the last epoch's batches still in flight
@@ -196,3 +180,38 @@ class ThreadProducer:
 
     def close(self) -> None:
         self._finalizer()
+
+
+class ThreadProducer(PoolProducer):
+    """`num_workers` threads, each running torch's own fetcher on whole batches."""
+
+    path = "threads"
+    stock_indices = False
+
+    def __init__(self, it: Any, n: int, init_fn: Any) -> None:
+        super().__init__(n, it._in_order, "ferry-worker", init_fn)
+        self._make = _BatchMaker(it)
+
+    def submit(self, task: int, index: Any, position: int) -> None:
+        self._start((task, index), self._make, task, index)
+
+    def _taken(self, future: Future, what: Any) -> Done:
+        try:
+            return future.result()
+        except Exception as exc:
+            exc.add_note(f"(in a ferry thread worker, fetching sample indices {what[1]!r})"
+                         f"{which_sample(exc)}")
+            raise
+
+    def late(self) -> str:
+        """Which thread holds the late batch, and its stack."""
+        if self._late is None:
+            return ""
+        _, (task, index) = self._late
+        thread = self._make.fetching.get(task)
+        frame = sys._current_frames().get(thread.ident) if thread is not None else None
+        if frame is None:
+            return f": sample indices {index!r} were not started yet"
+        stack = "".join(traceback.format_stack(frame))
+        return (f": sample indices {index!r} are with worker thread {thread.name}.\n"
+                f"Its Python stack now:\n{stack}")
