@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numbers
 import warnings
-from collections.abc import Sequence
 from enum import Enum
 from typing import Any
 
@@ -577,7 +576,3 @@ def normalize(tensor: Any, mean: Any, std: Any, inplace: bool = False) -> torch.
     if std_t.ndim == 1:
         std_t = std_t.view(-1, 1, 1)
     return tensor.sub_(mean_t).div_(std_t)
-
-
-def is_sequence(value: Any) -> bool:
-    return isinstance(value, Sequence) and not isinstance(value, str)
