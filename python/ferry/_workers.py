@@ -124,6 +124,7 @@ class WorkerIter(LoaderIter, _MultiProcessingDataLoaderIter):
         self._worker_done_at: dict[int, float] = {}  # worker -> when its last batch was done
         self._ended_workers: set[int] = set()  # workers whose IterableDataset ran out
         self._discarding = False  # True while torch drains a finished epoch
+        self.copied_batches = 0  # batches copied out of their slot (the user held many)
         self._last_index: Any = None
         batch_size = loader.batch_size if loader.batch_sampler is not None else None
         share = max(1, loader.memory_budget // n) if loader.memory_budget else 0
@@ -284,6 +285,7 @@ class WorkerIter(LoaderIter, _MultiProcessingDataLoaderIter):
             ring = self._ring(packed.worker, packed.ring_offset)
             refs = [r for r in packed.tensors if not isinstance(r, bytes)]
             copy = pinned or ring.count(self._held_slot) >= _MAX_HELD
+            self.copied_batches += copy and not pinned
             in_slot = iter(ring.take(packed.slot, refs, copy, pinned))
             tensors = [pickle.loads(r) if isinstance(r, bytes) else next(in_slot)
                        for r in packed.tensors]
