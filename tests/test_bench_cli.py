@@ -234,3 +234,18 @@ def test_plot_draws_the_rows_side_by_side(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     rows = json.loads(doc.read_text())["workloads"]["W1"]["rows"]
     assert {r["kind"] for r in rows} >= {"torch", "ferry"}
+
+
+def test_hot_loop_breakdown_runs():
+    """benchmarks/hot_loop.py reaches into the native producer: it must keep working."""
+    env = {**os.environ, "PYTHONPATH": os.path.join(ROOT, "python")}
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "hot_loop.py"),
+                          "--epochs", "1", "--samples", "3000"], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = {line.split("  ")[0]: line.split()[-4:] for line in run.stdout.splitlines()
+            if line.startswith(("next()", "sampler", "C++", "Python"))}
+    assert set(rows) == {"next(), whole", "sampler draw", "C++ submit",
+                         "C++ next (wait + wrap)", "Python (ferry + torch)", "C++ gather (threads)"}
+    whole = [float(v) for v in rows["next(), whole"]]
+    assert all(v > 0 for v in whole)
