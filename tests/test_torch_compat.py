@@ -1,6 +1,7 @@
 """torch's private surface passes through one module, ferry/_torch_compat.py: no other
 ferry module imports from a private torch module, imports a private name of torch, or
-reaches one through an attribute chain (``torch.utils.data._utils...``)."""
+reaches one through an attribute chain (``torch.utils.data._utils...``); the private
+attributes of torch's loader and iterators that ferry uses are listed there, and exist."""
 
 from __future__ import annotations
 
@@ -80,5 +81,60 @@ def test_every_name_torch_compat_offers_is_used():
             if isinstance(node, ast.ImportFrom) and node.module in ("_torch_compat",
                                                                     "ferry._torch_compat"):
                 used.update(a.name for a in node.names)
-    unused = offered - used - {"_utils"}  # _utils serves the two functions below it
+    # _utils serves the two functions below it; TORCH_ATTRIBUTES is a list for the test
+    unused = offered - used - {"_utils", "TORCH_ATTRIBUTES"}
     assert not unused, f"names in _torch_compat that no module uses: {sorted(unused)}"
+
+
+def torchs_private_attributes() -> set[str]:
+    """The private attributes and methods of torch's DataLoader and its iterators, as the
+    installed torch has them (classes, and instances of a loader and both iterators)."""
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+    from torch.utils.data import dataloader as torch_dataloader
+
+    found: set[str] = set()
+    for cls in (DataLoader, torch_dataloader._SingleProcessDataLoaderIter,
+                torch_dataloader._MultiProcessingDataLoaderIter):
+        for c in cls.__mro__:
+            if c.__module__.startswith("torch"):
+                found.update(vars(c))
+    loader = DataLoader(TensorDataset(torch.arange(4)), batch_size=2, num_workers=1)
+    found.update(vars(loader), vars(iter(DataLoader(loader.dataset))))
+    it = iter(loader)
+    found.update(vars(it))
+    del it
+    return {n for n in found if _private(n)}
+
+
+def ferrys_uses_of(names: set[str]) -> dict[str, list[str]]:
+    """name -> where ferry (outside _torch_compat) reads, sets, defines or asks for it."""
+    uses: dict[str, list[str]] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path == COMPAT:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            name = None
+            if isinstance(node, ast.Attribute):
+                name = node.attr
+            elif isinstance(node, ast.FunctionDef):
+                name = node.name
+            elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                  and node.func.id in ("getattr", "hasattr", "setattr") and len(node.args) > 1
+                  and isinstance(node.args[1], ast.Constant)):
+                name = node.args[1].value
+            if name in names:
+                uses.setdefault(name, []).append(f"{path.name}:{node.lineno}")
+    return uses
+
+
+def test_torchs_private_attributes_ferry_uses_are_listed_and_exist():
+    torchs = torchs_private_attributes()
+    listed = set(_torch_compat.TORCH_ATTRIBUTES)
+    gone = listed - torchs
+    assert not gone, f"torch no longer has these (adapt ferry's use of them): {sorted(gone)}"
+    uses = ferrys_uses_of(torchs)
+    unlisted = {n: w for n, w in uses.items() if n not in listed}
+    assert not unlisted, f"list these in _torch_compat.TORCH_ATTRIBUTES, with why: {unlisted}"
+    stale = listed - set(uses)
+    assert not stale, f"listed in TORCH_ATTRIBUTES but no longer used: {sorted(stale)}"

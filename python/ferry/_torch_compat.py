@@ -2,10 +2,11 @@
 adapt when a torch release moves them. tests/test_torch_compat.py fails where another
 ferry module imports from a private torch module, or a private name from torch.
 
-Each name keeps torch's own spelling, so that torch's source is one grep away. (The
-private *attributes* of torch's loader and iterators that ferry's iterators read, such
-as ``loader._auto_collation`` or ``self._sampler_iter``, are not listed here yet: they
-go with the iterator redesign, which stops subclassing torch's iterators.)
+Each name keeps torch's own spelling, so that torch's source is one grep away. The
+private attributes and methods of torch's loader and iterators that ferry reads, sets or
+overrides (ferry's iterators extend torch's) are listed in TORCH_ATTRIBUTES, with why;
+the test fails where ferry uses one not listed, and where one listed is gone from the
+installed torch.
 """
 
 # ruff: noqa: F401  (this module re-exports)
@@ -59,3 +60,49 @@ def python_exiting() -> bool:
 def forget_worker_pids(key: int) -> None:
     """Stops torch's SIGCHLD handler from watching the workers registered under `key`."""
     _utils.signal_handling._remove_worker_pids(key)
+
+
+# The private attributes and methods of torch's DataLoader and its iterators that ferry
+# reads, sets or overrides, and why.
+TORCH_ATTRIBUTES: dict[str, str] = {
+    # the loader's
+    "_auto_collation": "whether batches are collated (the paths' conditions, the fetchers)",
+    "_dataset_kind": "map-style or iterable (which paths and resume rules apply)",
+    "_index_sampler": "the sampler the iterators draw from (stock ones are drawn as tensors)",
+    "_iterator": "the persistent iterator, which load_state_dict stops",
+    "_get_iterator": "overridden: ferry's DataLoader makes ferry's iterators",
+    # every iterator's (_BaseDataLoaderIter), which ferry's iterators extend
+    "_dataset": "the dataset the producers and resume read",
+    "_collate_fn": "the collate_fn the producers' fetchers run",
+    "_drop_last": "given to the producers' fetchers, as torch's fetchers get it",
+    "_num_workers": "with or without workers: how far ahead indices are drawn",
+    "_pin_memory": "pin_memory, and whether an accelerator can pin",
+    "_pin_memory_device": "torch's pin_memory() argument",
+    "_timeout": "the timeout of torch's timeout sentence",
+    "_persistent_workers": "whether an epoch's end stops the producer",
+    "_in_order": "set by ferry's iterators (without workers always in order)",
+    "_sampler_iter": "the epoch's index iterator: resume follows it, stock samplers replace it",
+    "_num_yielded": "counted by ferry's next() (torch's length warning reads it)",
+    "_base_seed": "a property in ferry's iterators: a resumed one takes the original's seed",
+    "_next_index": "overridden: resume counts every draw",
+    "_next_data": "implemented by the producers' iterator; called by ferry's next()",
+    "_reset": "overridden: a persistent iterator's new epoch (statistics, producers)",
+    # the single-process iterator's
+    "_dataset_fetcher": "holds the IterableDataset's iterator, whose state resume keeps",
+    # the worker-process iterator's (WorkerIter keeps torch's protocol)
+    "_get_data": "overridden: ferry's timeout detail, a batch's sample indices",
+    "_process_data": "overridden: a batch is unpacked from its ring slot when handed over",
+    "_try_get_data": "overridden: a dead worker is found while waiting, and named",
+    "_try_put_index": "overridden: a resumed epoch starts with the original's next worker",
+    "_shutdown_workers": "overridden: a grace, then terminate; the rings' memory returned",
+    "_shutdown": "whether torch's shutdown really ran (not an epoch's end)",
+    "_index_queues": "told to stop, and their feeder threads joined",
+    "_rcvd_idx": "the task handed over next (timeout detail, resume's next worker)",
+    "_send_idx": "the task sent next (when each was sent)",
+    "_task_info": "which worker holds which task; early batches unpacked on reset",
+    "_worker_pids_set": "whether torch's SIGCHLD handler watches the workers",
+    "_worker_queue_idx_cycle": "advanced to the original's next worker on resume",
+    "_workers": "the worker processes (death, stacks, shutdown)",
+    "_workers_done_event": "set to tell the workers to stop",
+    "_workers_status": "which workers torch still sends indices to",
+}
