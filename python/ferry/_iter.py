@@ -10,11 +10,12 @@ device, and counted in the loader's statistics.
   batch not already made on the device.
 * `ProducerIter` is the one iterator over a `Producer`: it draws indices ahead, keeps the
   batches in flight to a depth, hands them over in order (or as they complete), raises
-  torch's timeout and pins. The native gather (_native.py), worker threads (_threads.py)
-  and the image pipeline (_images.py) are producers.
-* Worker processes (_workers.py) and the single-process path (dataloader.py) are
-  `LoaderIter`s over torch's own iterators, whose index sending and worker protocol are
-  the specification that ferry's parity rests on.
+  torch's timeout and pins. The native gather (_native.py), worker threads (_threads.py),
+  the image pipeline (_images.py) and, without workers, torch's own fetch
+  (dataloader.py) are producers.
+* Worker processes (_workers.py) are a `LoaderIter` over torch's multiprocessing
+  iterator, whose index sending and worker protocol are the specification that ferry's
+  parity rests on.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from . import _ext
 from ._resume import Resumable
 from ._sampling import stock_batches
 from ._stats import StatsRecorder
-from ._torch_compat import _BaseDataLoaderIter, _profiler_enabled, pin_memory
+from ._torch_compat import _BaseDataLoaderIter, _DatasetKind, _profiler_enabled, pin_memory
 
 # Page-locked slots of the staged copy: copies still running when a batch is handed over
 # keep theirs, so a few cover a consumer that runs ahead of the device.
@@ -142,11 +143,12 @@ class Producer(Protocol):
 class _NextWithoutLabel:
     """torch's next() of its iterators less its profiler label where no profiler records:
     the label (a record_function) costs ~6 us a batch, a fifth of the native path's main
-    thread. For map-style datasets, whose iterators torch's length warning does not
-    concern."""
+    thread. An IterableDataset's batches keep torch's next(), which also warns when they
+    outnumber its len()."""
 
     def __next__(self) -> Any:
-        if _profiler_enabled():
+        iterable = self._dataset_kind == _DatasetKind.Iterable  # type: ignore[attr-defined]
+        if iterable or _profiler_enabled():
             return super().__next__()  # type: ignore[misc]
         data = self._next_data()  # type: ignore[attr-defined]
         self._num_yielded += 1  # type: ignore[attr-defined]

@@ -363,22 +363,23 @@ def _epoch_sampler(loader: Any) -> Any:
     return None
 
 
-class _SingleIter(_iter.LoaderIter, _SingleProcessDataLoaderIter):
-    """torch's single-process iteration, resumable: the dataset's own position (and its
-    iterator's) is kept here, in the main process."""
-
-    path = "torch"
+class _SingleIter(_iter.ProducerIter, _SingleProcessDataLoaderIter):
+    """Without workers, the datasets no other path takes: torch's own fetch, in the main
+    thread when next() asks (torch's constructor makes the fetcher, as torch checks and
+    shards); the dataset's own position (and its iterator's) kept for resume."""
 
     def __init__(self, loader: Any, budget: Any) -> None:
-        self._init_delivery(loader, budget)
-        self._init_resume(loader)
-        resume = self._resume or {}
-        # a stream recorded between epochs had ended: iter() below begins the next one
-        stream, over = resume.get("stream"), bool(resume.get("between_epochs"))
-        _resume.restore_before_iter(loader.dataset, stream, over)
-        super().__init__(loader)  # torch's fetcher: iter() of an IterableDataset
+        super().__init__(loader, _FetchProducer, 1, budget)
         if self._dataset_kind == _DatasetKind.Iterable:
-            _resume.restore_after_iter(self._dataset_fetcher, stream, over)
+            _resume.restore_after_iter(self._dataset_fetcher, *self._stream_resume)
+
+    def _init_resume(self, loader: Any) -> None:
+        super()._init_resume(loader)
+        resume = self._resume or {}
+        # a stream recorded between epochs had ended: the iter() of torch's constructor
+        # begins the next one
+        self._stream_resume = (resume.get("stream"), bool(resume.get("between_epochs")))
+        _resume.restore_before_iter(loader.dataset, *self._stream_resume)
 
     def _stream_has_state(self) -> bool:
         iterator = getattr(self._dataset_fetcher, "dataset_iter", None)
@@ -393,3 +394,35 @@ class _SingleIter(_iter.LoaderIter, _SingleProcessDataLoaderIter):
                 getattr(fetcher, "ended", False),
             )
         return state
+
+
+class _FetchProducer:
+    """torch's fetch of a batch, in the main thread, when it is taken."""
+
+    path = "torch"
+    stock_indices = False
+
+    def __init__(self, it: _SingleIter) -> None:
+        self._fetcher = it._dataset_fetcher
+        self._next: tuple[int, Any] | None = None
+
+    @property
+    def in_flight(self) -> int:
+        return int(self._next is not None)
+
+    def submit(self, task: int, index: Any, position: int) -> None:
+        self._next = (task, index)
+
+    def take(self, timeout: float | None) -> _iter.Done:
+        assert self._next is not None
+        (task, index), self._next = self._next, None
+        return _iter.Done(self._fetcher.fetch(index), task)  # StopIteration: a stream's end
+
+    def late(self) -> str:
+        return ""
+
+    def drop(self) -> None:
+        self._next = None
+
+    def close(self) -> None:
+        pass
