@@ -230,3 +230,63 @@ def test_pinned_batches(folder):
         return
     batch = next(iter(ferry.DataLoader(ds, batch_size=2, pin_memory=True)))
     assert batch[0].is_pinned() and batch[1].is_pinned()
+
+
+@needs_native
+def test_an_index_out_of_range_fails_its_own_batch_as_with_torch(folder):
+    """A Subset index past the end raises torch's IndexError for its batch only, in its
+    turn (planned ahead with workers), and the batches after it still come."""
+    sub = Subset(ImageFolder(folder, transform=T.Compose([T.Resize((8, 8)), T.ToTensor()])),
+                 list(range(12)))
+    batches = [[0, 1], [2, 3], [4, 5], [6, 7], [8, 99], [10, 11]]
+
+    def outcomes(cls):
+        it, out = iter(cls(sub, batch_sampler=batches, num_workers=2)), []
+        for _ in batches:
+            try:
+                out.append(next(it)[1].tolist())
+            except IndexError:
+                out.append("IndexError")
+        return out
+
+    expected = outcomes(TorchLoader)
+    assert expected[4] == "IndexError" and len(expected) == 6
+    assert outcomes(ferry.DataLoader) == expected
+
+
+@needs_native
+def test_resume_after_a_persistent_epoch_left_early(folder):
+    """An epoch left after one batch: its emulated workers had planned (drawn for) the
+    batches in flight, as torch's workers had fetched them; a state taken in the next
+    epoch resumes there."""
+    ds = ImageFolder(folder, transform=train_transform())
+
+    def loader():
+        return ferry.DataLoader(ds, batch_size=3, shuffle=True, num_workers=2,
+                                generator=gen(1), persistent_workers=True)
+
+    def epoch(it_loader, stop=None):
+        out = []
+        for k, batch in enumerate(it_loader):
+            out.append(batch)
+            if stop is not None and k + 1 == stop:
+                break
+        return out
+
+    torch.manual_seed(0)
+    whole_loader = loader()
+    epoch(whole_loader, stop=1)
+    whole = epoch(whole_loader) + epoch(whole_loader)
+    torch.manual_seed(0)
+    first = loader()
+    epoch(first, stop=1)
+    it = iter(first)
+    got = [next(it)]
+    state = first.state_dict()
+    del it
+    fresh = loader()
+    fresh.load_state_dict(state)
+    got += epoch(fresh) + epoch(fresh)
+    assert len(got) == len(whole)
+    for k, (a, b) in enumerate(zip(whole, got, strict=True)):
+        assert_same_batch(a, b, f"batch {k}")

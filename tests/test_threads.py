@@ -114,3 +114,44 @@ def test_bad_worker_type():
 def test_iterable_dataset_is_rejected_clearly():
     with pytest.raises(ValueError, match="map-style"):
         iter(ferry.DataLoader(wd.Shards(10), num_workers=2, worker_type="thread"))
+
+
+def test_worker_init_fn_runs_after_the_first_draw():
+    """A worker_init_fn that reseeds torch's generator (as Lightning's does) must not
+    come before the sampler's first draw, which seeds a RandomSampler from it: with
+    torch's worker processes it cannot (their generators are their own)."""
+
+    def init(worker_id):
+        torch.manual_seed(100 + worker_id)
+
+    def first_batch(cls, **kw):
+        torch.manual_seed(0)
+        loader = cls(Deterministic(), batch_size=4, shuffle=True, num_workers=2,
+                     worker_init_fn=init, **kw)
+        return next(iter(loader))["label"].tolist()
+
+    expected = first_batch(TorchDataLoader)
+    for _ in range(20):  # the threads' start raced the draw: most runs won it
+        assert first_batch(ferry.DataLoader, worker_type="thread") == expected
+
+
+def test_a_failed_batch_does_not_keep_the_threads_alive():
+    """The error raised for a batch must not tie the iterator (and its threads) into a
+    reference cycle: `del` stops them without the garbage collector."""
+    import gc
+
+    before = set(threading.enumerate())
+    gc.disable()
+    try:
+        it = iter(ferry.DataLoader(wd.Failing("raise"), batch_size=4, num_workers=2,
+                                   worker_type="thread"))
+        with pytest.raises(KeyError):
+            for _ in it:
+                pass
+        del it
+        deadline = time.monotonic() + 5
+        while set(threading.enumerate()) - before and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not {t.name for t in set(threading.enumerate()) - before}
+    finally:
+        gc.enable()

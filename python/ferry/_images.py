@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import bisect
 import time
-from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -165,7 +164,7 @@ class ImageProducer(PoolProducer):
         self._dataset = it._dataset
         self._pin = it._pin_memory and it._device is None
         self._n = it._num_workers
-        self._threads = usable_cpus()
+        self._decode_threads = usable_cpus()
         # One generator state per emulated worker, seeded as torch seeds worker w.
         self._worker_rng = [self._seeded(it._base_seed + w) for w in range(self._n)]
         # For state_dict (the iterator's _worker_states): each worker's generator after
@@ -188,8 +187,9 @@ class ImageProducer(PoolProducer):
         samples: list[tuple[Any, ...]] = []
         compiled: dict[int, Any] = {}  # each dataset's transform, compiled once a batch
         for i in indices:
-            leaf = _resolve(self._dataset, i)
+            leaf = None
             try:
+                leaf = _resolve(self._dataset, i)  # torch's IndexError, in this batch's turn
                 ds = leaf.dataset
                 if id(ds) not in compiled:
                     compiled[id(ds)] = ds.compiled_transform()
@@ -202,8 +202,9 @@ class ImageProducer(PoolProducer):
             except Exception as exc:
                 # raised when this batch is handed over, as torch's worker would; the
                 # batch's later samples are not drawn for (torch's fetch stops here)
-                path = leaf.dataset.samples[leaf.index][0]
-                exc.add_note(f"(ferry.vision: {path}, sample index {i})")
+                if leaf is not None:
+                    path = leaf.dataset.samples[leaf.index][0]
+                    exc.add_note(f"(ferry.vision: {path}, sample index {i})")
                 batch = _Batch(indices, samples)
                 batch.error = exc
                 return batch
@@ -284,18 +285,21 @@ class ImageProducer(PoolProducer):
     def take(self, timeout: float | None) -> Done | None:
         if self._unplanned is not None:
             batch, self._unplanned = self._unplanned, None
-            return self._decode(batch, self._threads)
+            return self._decode(batch, self._decode_threads)
         return super().take(timeout)
 
     def drop(self) -> None:
+        # the emulated workers' generators moved past the batches planned (as torch's
+        # workers fetched them before the epoch was left): that is where they stand
+        for _, batch in self._pending:
+            self._handing_over(batch)
         self._unplanned = None
         super().drop()
 
-    def _taken(self, future: Future, batch: _Batch) -> Done:
+    def _handing_over(self, batch: _Batch) -> None:
         assert self.worker_states is not None and batch.worker is not None
         # handed over (or its error raised): its worker is past it
         self.worker_states[batch.worker] = {"rng": {"torch": batch.rng_after}}
-        return future.result()
 
     def late(self) -> str:
         assert self._late is not None

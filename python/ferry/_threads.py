@@ -88,7 +88,7 @@ def _work(tasks: queue.SimpleQueue, init_fn: Any, worker_id: int) -> None:
     if init_fn is not None:
         try:
             init_fn(worker_id)
-        except Exception as exc:
+        except BaseException as exc:
             exc.add_note(f"(in worker_init_fn({worker_id}) of a ferry thread worker)")
             init_error = exc
     while (item := tasks.get()) is not None:
@@ -104,7 +104,8 @@ def _work(tasks: queue.SimpleQueue, init_fn: Any, worker_id: int) -> None:
                 future.set_result(fn(*args))
             except BaseException as exc:
                 future.set_exception(exc)
-        del future, args
+        # nothing of the task stays referenced while the thread waits for the next one
+        del future, fn, args
 
 
 def _stop(tasks: queue.SimpleQueue, pending: collections.deque,
@@ -118,27 +119,30 @@ def _stop(tasks: queue.SimpleQueue, pending: collections.deque,
     # in a batch that does not return cannot be stopped and is left after the grace.
     deadline = time.monotonic() + _STOP_GRACE_SECONDS
     for thread in threads:
-        if thread is not threading.current_thread():  # collected in a pool thread
+        # (a thread not started yet: its producer never had a task; one collected in a
+        # pool thread does not join itself)
+        if thread.ident is not None and thread is not threading.current_thread():
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
 
 class PoolProducer:
     """The part of a producer that makes its batches on `n` threads of its own, all
-    started at once (each runs `init_fn` with its id first, as torch's workers run
-    worker_init_fn): the batches in flight, taken in order or as they complete, dropped
-    and stopped. Subclasses submit with `_start` and may check a batch as it is taken
-    (`_taken`)."""
+    started with the first task (each runs `init_fn` with its id first, as torch's
+    workers run worker_init_fn; not before the first indices are drawn, which may seed
+    the sampler from the global generator that an init_fn may reseed: torch's workers
+    are processes, whose generators are their own): the batches in flight, taken in
+    order or as they complete, dropped and stopped. Subclasses submit with `_start` and
+    may follow a batch's hand-over (`_handing_over`, `_failed`)."""
 
     def __init__(self, n: int, in_order: bool, name: str, init_fn: Any = None) -> None:
         self._in_order = in_order
         self._tasks: queue.SimpleQueue = queue.SimpleQueue()
         self._pending: collections.deque[tuple[Future, Any]] = collections.deque()
         self._late: tuple[Future, Any] | None = None  # what take() waited for in vain
-        threads = [threading.Thread(target=_work, args=(self._tasks, init_fn, k),
-                                    name=f"{name}_{k}", daemon=True) for k in range(n)]
-        self._finalizer = weakref.finalize(self, _stop, self._tasks, self._pending, threads)
-        for thread in threads:
-            thread.start()
+        self._threads = [threading.Thread(target=_work, args=(self._tasks, init_fn, k),
+                                          name=f"{name}_{k}", daemon=True) for k in range(n)]
+        self._finalizer = weakref.finalize(self, _stop, self._tasks, self._pending,
+                                           self._threads)
 
     @property
     def in_flight(self) -> int:
@@ -146,6 +150,9 @@ class PoolProducer:
 
     def _start(self, what: Any, fn: Any, *args: Any) -> Future:
         """Queues ``fn(*args)``; `what` goes with it to `_taken`."""
+        if self._threads[0].ident is None:  # the first task
+            for thread in self._threads:
+                thread.start()
         future: Future = Future()
         self._pending.append((future, what))
         self._tasks.put((future, fn, args))
@@ -167,10 +174,22 @@ class PoolProducer:
             k = next(k for k, (f, _) in enumerate(self._pending) if f in done)
         future, what = self._pending[k]
         del self._pending[k]
-        return self._taken(future, what)
+        self._handing_over(what)
+        try:
+            return future.result()
+        except Exception as exc:
+            self._failed(exc, what)
+            raise
+        finally:
+            # a raised error's traceback holds this frame, and the future holds the
+            # error: a cycle that would keep the iterator (and its threads) alive
+            del future
 
-    def _taken(self, future: Future, what: Any) -> Done:
-        return future.result()
+    def _handing_over(self, what: Any) -> None:
+        """The batch `what` goes with is handed over, or its error raised."""
+
+    def _failed(self, exc: Exception, what: Any) -> None:
+        """The batch `what` goes with raised `exc`, which is raised next."""
 
     def drop(self) -> None:
         while self._pending:  # the last epoch's batches still in flight
@@ -195,13 +214,9 @@ class ThreadProducer(PoolProducer):
     def submit(self, task: int, index: Any, position: int) -> None:
         self._start((task, index), self._make, task, index)
 
-    def _taken(self, future: Future, what: Any) -> Done:
-        try:
-            return future.result()
-        except Exception as exc:
-            exc.add_note(f"(in a ferry thread worker, fetching sample indices {what[1]!r})"
-                         f"{which_sample(exc)}")
-            raise
+    def _failed(self, exc: Exception, what: Any) -> None:
+        exc.add_note(f"(in a ferry thread worker, fetching sample indices {what[1]!r})"
+                     f"{which_sample(exc)}")
 
     def late(self) -> str:
         """Which thread holds the late batch, and its stack."""
