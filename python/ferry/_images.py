@@ -175,7 +175,7 @@ class ImageProducer(PoolProducer):
             if state and state.get("rng") is not None and w < self._n:
                 self._worker_rng[w] = state["rng"]["torch"].clone()
                 self.worker_states[w] = state  # type: ignore[index]
-        self._unplanned: _Batch | None = None  # without workers: the batch to decode
+        self._undecoded: _Batch | None = None  # without workers: the batch to decode
 
     @staticmethod
     def _seeded(seed: int) -> torch.Tensor:
@@ -268,12 +268,12 @@ class ImageProducer(PoolProducer):
     # --- the producer ----------------------------------------------------------------
     @property
     def in_flight(self) -> int:
-        return len(self._pending) + (self._unplanned is not None)
+        return len(self._pending) + (self._undecoded is not None)
 
     def submit(self, task: int, index: Any, position: int) -> None:
         if self._n == 0:  # the global generator, now, as torch draws it
-            self._unplanned = self._plan(index)
-            self._unplanned.task = task
+            self._undecoded = self._plan(index)
+            self._undecoded.task = task
             return
         # torch sends the epoch's k-th batch to worker k % n (a resumed epoch's first
         # batch is not its first position)
@@ -283,8 +283,8 @@ class ImageProducer(PoolProducer):
         self._start(batch, self._decode, batch, 1)
 
     def take(self, timeout: float | None) -> Done | None:
-        if self._unplanned is not None:
-            batch, self._unplanned = self._unplanned, None
+        if self._undecoded is not None:
+            batch, self._undecoded = self._undecoded, None
             return self._decode(batch, self._decode_threads)
         return super().take(timeout)
 
@@ -293,7 +293,7 @@ class ImageProducer(PoolProducer):
         # workers fetched them before the epoch was left): that is where they stand
         for _, batch in self._pending:
             self._handing_over(batch)
-        self._unplanned = None
+        self._undecoded = None
         super().drop()
 
     def _handing_over(self, batch: _Batch) -> None:

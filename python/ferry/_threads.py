@@ -149,7 +149,7 @@ class PoolProducer:
         return len(self._pending)
 
     def _start(self, what: Any, fn: Any, *args: Any) -> Future:
-        """Queues ``fn(*args)``; `what` goes with it to `_taken`."""
+        """Queues ``fn(*args)``; `what` goes with it to `_handing_over` and `_failed`."""
         if self._threads[0].ident is None:  # the first task
             for thread in self._threads:
                 thread.start()
