@@ -333,8 +333,10 @@ class DeviceCopier:
         return map_tensors(data, self._move)
 
     def _move(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-        host = [i for i, t in enumerate(tensors) if _stageable(t)]
-        out = [t if _stageable(t) else t.to(self._device, non_blocking=True) for t in tensors]
+        stage = [_stageable(t) for t in tensors]
+        out = [t if s else t.to(self._device, non_blocking=True)
+               for t, s in zip(tensors, stage, strict=True)]
+        host = [i for i, s in enumerate(stage) if s]
         staged = self.staged.to_device([tensors[i] for i in host])
         for i, t in zip(host, staged, strict=True):
             out[i] = t

@@ -68,7 +68,7 @@ class _BatchMaker:
             self._collate_time.s = time.perf_counter() - started
 
     def __call__(self, task: int, index: Any) -> Done:
-        """The batch, the time to make it and the part of that spent in collate_fn."""
+        """The batch, with the time to make it and the part of that spent in collate_fn."""
         self.fetching[task] = threading.current_thread()
         try:
             started = time.perf_counter()
@@ -148,7 +148,7 @@ class PoolProducer:
     def in_flight(self) -> int:
         return len(self._pending)
 
-    def _start(self, what: Any, fn: Any, *args: Any) -> Future:
+    def _start(self, what: Any, fn: Any, *args: Any) -> None:
         """Queues ``fn(*args)``; `what` goes with it to `_handing_over` and `_failed`."""
         if self._threads[0].ident is None:  # the first task
             for thread in self._threads:
@@ -156,7 +156,6 @@ class PoolProducer:
         future: Future = Future()
         self._pending.append((future, what))
         self._tasks.put((future, fn, args))
-        return future
 
     def take(self, timeout: float | None) -> Done | None:
         if self._in_order:
