@@ -221,7 +221,7 @@ def test_abandoned_persistent_epochs_free_their_slots():
     held = list(it)
     assert len(held) == 99
     state = ferry._ext.load().SlotState
-    rings = list(it._rings.values())
+    rings = list(it._producer._rings.values())
     counts = [(r.count(state.READY), r.count(state.FILLING)) for r in rings]
     assert rings and all(c == (0, 0) for c in counts), counts
 

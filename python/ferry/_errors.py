@@ -16,10 +16,15 @@ from typing import Any
 from ._torch_compat import ExceptionWrapper
 
 
+def timed_out(seconds: float) -> str:
+    """torch's sentence for a batch that did not come within the loader's timeout."""
+    return f"DataLoader timed out after {seconds} seconds"
+
+
 def worker_death(wid: int, pid: int | None, exitcode: int | None) -> str:
-    """The message for a worker that died: the sentence torch's SIGCHLD handler says for
-    it (torch's "exited unexpectedly" where it says nothing more: an exit code 0), then
-    ferry's detail (which worker, how it ended)."""
+    """The message for a worker that died: torch's two sentences for it (torch raises
+    "exited unexpectedly" from the one its SIGCHLD handler says, when that handler is
+    first to see the death), then ferry's detail (which worker, how it ended)."""
     summary = f"DataLoader worker (pid(s) {pid}) exited unexpectedly"
     if exitcode is not None and exitcode < 0:
         signum = -exitcode
@@ -41,7 +46,7 @@ def worker_death(wid: int, pid: int | None, exitcode: int | None) -> str:
     else:
         cause, how = None, f"exit code {exitcode}"
     detail = f" [ferry: worker {wid} (pid {pid}), {how}]"
-    return (cause or summary) + detail
+    return (f"{summary}: {cause}" if cause else summary) + detail
 
 
 def failing_sample(tb: TracebackType | None) -> Any:

@@ -270,17 +270,18 @@ class ImageProducer(PoolProducer):
     def in_flight(self) -> int:
         return len(self._pending) + (self._undecoded is not None)
 
-    def submit(self, task: int, index: Any, position: int) -> None:
+    def submit(self, task: int, index: Any, position: int) -> bool:
         if self._n == 0:  # the global generator, now, as torch draws it
             self._undecoded = self._plan(index)
             self._undecoded.task = task
-            return
+            return True
         # torch sends the epoch's k-th batch to worker k % n (a resumed epoch's first
         # batch is not its first position)
         worker = position % self._n
         batch = self._plan_as_worker(worker, index)
         batch.task, batch.worker, batch.rng_after = task, worker, self._worker_rng[worker]
         self._start(batch, self._decode, batch, 1)
+        return True
 
     def take(self, timeout: float | None) -> Done | None:
         if self._undecoded is not None:
@@ -288,13 +289,13 @@ class ImageProducer(PoolProducer):
             return self._decode(batch, self._decode_threads)
         return super().take(timeout)
 
-    def drop(self) -> None:
+    def drop(self, shared_seed: int | None) -> None:
         # the emulated workers' generators moved past the batches planned (as torch's
         # workers fetched them before the epoch was left): that is where they stand
         for _, batch in self._pending:
             self._handing_over(batch)
         self._undecoded = None
-        super().drop()
+        super().drop(shared_seed)
 
     def _handing_over(self, batch: _Batch) -> None:
         assert self.worker_states is not None and batch.worker is not None

@@ -4,18 +4,15 @@ A batch's way: the sampler's indices are drawn in the main thread (as torch draw
 a producer makes the batch from them, and the iterator hands it over: pinned, or on the
 device, and counted in the loader's statistics.
 
-* `LoaderIter` is what every ferry iterator is: resumable (`Resumable`), measured
-  (`loader.stats()`) and delivering to the device (`device=`) through one route, the
-  staged copy (page-locked slots, ferry's copy stream) of `DeviceCopier`, for every
-  batch not already made on the device.
-* `ProducerIter` is the one iterator over a `Producer`: it draws indices ahead, keeps the
-  batches in flight to a depth, hands them over in order (or as they complete), raises
-  torch's timeout and pins. The native gather (_native.py), worker threads (_threads.py),
-  the image pipeline (_images.py) and, without workers, torch's own fetch
-  (dataloader.py) are producers.
-* Worker processes (_workers.py) are a `LoaderIter` over torch's multiprocessing
-  iterator, whose index sending and worker protocol are the specification that ferry's
-  parity rests on.
+`ProducerIter` is what every ferry iterator is: the one iterator over a `Producer`. It
+draws indices ahead, keeps the batches in flight to a depth, hands them over in order (or
+as they complete), raises torch's timeout, pins, delivers to the device (`device=`)
+through one route (the staged copy of `DeviceCopier`: page-locked slots, ferry's copy
+stream), is resumable (`Resumable`) and measured (`loader.stats()`). The producers: the
+native gather (_native.py), worker processes (_workers.py: torch's worker loop in each,
+asked for batches as torch's multiprocessing iterator asks), worker threads
+(_threads.py), the image pipeline (_images.py) and, without workers, torch's own fetch
+(dataloader.py).
 """
 
 from __future__ import annotations
@@ -30,6 +27,7 @@ from typing import Any, Protocol
 import torch
 
 from . import _ext
+from ._errors import timed_out
 from ._resume import Resumable
 from ._sampling import stock_batches
 from ._stats import StatsRecorder
@@ -47,12 +45,88 @@ def usable_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-class LoaderIter(Resumable):
-    """Mixed into each ferry iterator before torch's iterator class: resume bookkeeping,
-    the device copy and the statistics of each batch handed over. Call
-    `_init_delivery(loader, budget)` in the constructor."""
+@dataclass(slots=True)
+class Done:
+    """A batch a producer finished, with what the iterator records of it."""
 
-    path = "torch"
+    data: Any
+    task: int  # which batch of the epoch, counting from 0 in submission order
+    produce_s: float | None = None
+    fetch_s: float | None = None
+    collate_s: float | None = None
+    transfer_s: float | None = None
+    pinned: bool = False  # made in page-locked memory
+    on_device: bool = False  # made on the iterator's device
+
+
+# What a producer's take() returns for a worker whose IterableDataset ran out: the
+# iterator draws (torch sends another index then) and takes again.
+WORKER_ENDED: Any = object()
+
+
+class Producer(Protocol):
+    """Makes batches from sampler indices, on its own threads or processes. It holds no
+    reference to its iterator (the iterator's `del` stops the producer, not the garbage
+    collector)."""
+
+    path: str  # what the loader's stats() and the iterator's `path` call it
+    # set by the iterator: the indices are the stock samplers' int64 tensors (_sampling)
+    stock_indices: bool
+
+    @property
+    def in_flight(self) -> int:
+        """Batches submitted and not taken yet (the iterator keeps it at its depth)."""
+
+    def submit(self, task: int, index: Any, position: int) -> bool:
+        """Starts batch `task` of the epoch (`position`: its place in the sampler's
+        stream, which is not `task` in a resumed epoch); False: not taken (no worker is
+        asked for more), and the index is dropped."""
+
+    def take(self, timeout: float | None) -> Done | None:
+        """The next batch (the oldest in order, or the first finished); None when
+        `timeout` passed first; WORKER_ENDED. Raises the batch's own error, and
+        StopIteration when no batch in flight will come."""
+
+    def late(self) -> str:
+        """Where the batch that timed out is, to follow torch's timeout sentence."""
+
+    def drop(self, shared_seed: int | None) -> None:
+        """Forgets the batches in flight: a persistent iterator begins an epoch
+        (`shared_seed`: the epoch's seed shared by the workers, torch's, for DataPipes)."""
+
+    def close(self) -> None:
+        """Stops the producer's threads and processes; idempotent."""
+
+
+class _NextWithoutLabel:
+    """torch's next() of its iterators less its profiler label where no profiler records:
+    the label (a record_function) costs ~6 us a batch, a fifth of the native path's main
+    thread. An IterableDataset's batches keep torch's next(), which also warns when they
+    outnumber its len()."""
+
+    def __next__(self) -> Any:
+        iterable = self._dataset_kind == _DatasetKind.Iterable  # type: ignore[attr-defined]
+        if iterable or _profiler_enabled():
+            return super().__next__()  # type: ignore[misc]
+        data = self._next_data()  # type: ignore[attr-defined]
+        self._num_yielded += 1  # type: ignore[attr-defined]
+        return data
+
+
+class ProducerIter(Resumable, _NextWithoutLabel, _BaseDataLoaderIter):
+    """What every ferry iterator is: the one iterator over a producer, resumable
+    (`Resumable`), measured (`loader.stats()`) and delivering to the device (`device=`).
+
+    Indices come from the loader's own sampler in the main thread, exactly as torch
+    draws them (torch's base iterator draws the base seed first). With workers, up to
+    `depth` batches are in flight and the next indices are drawn as each batch (or a
+    worker's end) is taken in, as torch's worker iterator does; without workers a batch
+    is drawn when next() asks for it, except that the stock samplers (`stock=True`,
+    drawn as index tensors by _sampling) are drawn ahead up to the draw that would move
+    their generator. Batches not made on the device go there through one route, the
+    staged copy (page-locked slots, ferry's copy stream) of `DeviceCopier`.
+    """
+
     # the last batch's producer time, its fetch and collate parts (worker paths) and its
     # transfer (with a device): the statistics read them as it is handed over
     last_produce_s: float | None = None
@@ -62,15 +136,33 @@ class LoaderIter(Resumable):
     _on_device = False  # the batch _next_data returned is on the device already
     _recorder: StatsRecorder | None = None  # the loader's, set once the iterator is made
     _device: torch.device | None = None  # a CUDA device (not "cpu")
-    _budget: Any = None
     _copier: DeviceCopier | None = None  # with a device: the staged copy
 
-    def _init_delivery(self, loader: Any, budget: Any) -> None:
+    def __init__(self, loader: Any, make_producer: Any, depth: int, budget: Any,
+                 stock: bool = False) -> None:
+        self._init_resume(loader)
+        super().__init__(loader)
         device = loader.device
         self._device = device if device is not None and device.type != "cpu" else None
-        self._budget = budget
+        self._budget = budget  # counts (and may limit) the page-locked memory
         if self._device is not None:
             self._copier = DeviceCopier(self._device, _STAGING_SLOTS, budget)
+        self._depth = max(1, depth)
+        self._in_order = loader.in_order or self._num_workers == 0
+        self._stock = stock  # the stock batch samplers are drawn as index tensors
+        self._sampler_done = False
+        self._tasks = 0  # batches submitted in this epoch
+        self._producer: Producer = make_producer(self)
+        self.path = self._producer.path
+        # a producer's workers' states (processes, the image path's), for state_dict
+        self._worker_states = getattr(self._producer, "worker_states", None)
+        if self._num_workers > 0:
+            # As torch's worker iterator, whose constructor ends with _reset: the sampler
+            # is iterated a second time (one that draws when iterated draws twice), and
+            # read ahead.
+            self._reset(loader, first_iter=True)
+        else:
+            self._use_stock_batches()
 
     def __next__(self) -> Any:
         started = time.perf_counter()
@@ -89,104 +181,6 @@ class LoaderIter(Resumable):
             recorder.record(started, time.perf_counter(), self.last_produce_s,
                             self.last_fetch_s, self.last_collate_s, self.last_transfer_s)
         return data
-
-    def _reset(self, loader: Any, first_iter: bool = False) -> None:
-        if self._recorder is not None:
-            self._recorder.epoch_ended()
-        super()._reset(loader, first_iter)  # type: ignore[misc]
-
-
-@dataclass(slots=True)
-class Done:
-    """A batch a producer finished, with what the iterator records of it."""
-
-    data: Any
-    task: int  # which batch of the epoch, counting from 0 in submission order
-    produce_s: float | None = None
-    fetch_s: float | None = None
-    collate_s: float | None = None
-    transfer_s: float | None = None
-    pinned: bool = False  # made in page-locked memory
-    on_device: bool = False  # made on the iterator's device
-
-
-class Producer(Protocol):
-    """Makes batches from sampler indices, on its own threads. It holds no reference to
-    its iterator (the iterator's `del` stops the producer, not the garbage collector)."""
-
-    path: str  # what the loader's stats() and the iterator's `path` call it
-    # set by the iterator: the indices are the stock samplers' int64 tensors (_sampling)
-    stock_indices: bool
-
-    @property
-    def in_flight(self) -> int:
-        """Batches submitted and not taken yet."""
-
-    def submit(self, task: int, index: Any, position: int) -> None:
-        """Starts batch `task` of the epoch (`position`: its place in the sampler's
-        stream, which is not `task` in a resumed epoch)."""
-
-    def take(self, timeout: float | None) -> Done | None:
-        """The next batch (the oldest in order, or the first finished); None when
-        `timeout` passed first. Raises the batch's own error."""
-
-    def late(self) -> str:
-        """Where the batch that timed out is, to follow torch's timeout sentence."""
-
-    def drop(self) -> None:
-        """Forgets the batches in flight (a persistent iterator begins an epoch)."""
-
-    def close(self) -> None:
-        """Stops the producer's threads; idempotent."""
-
-
-class _NextWithoutLabel:
-    """torch's next() of its iterators less its profiler label where no profiler records:
-    the label (a record_function) costs ~6 us a batch, a fifth of the native path's main
-    thread. An IterableDataset's batches keep torch's next(), which also warns when they
-    outnumber its len()."""
-
-    def __next__(self) -> Any:
-        iterable = self._dataset_kind == _DatasetKind.Iterable  # type: ignore[attr-defined]
-        if iterable or _profiler_enabled():
-            return super().__next__()  # type: ignore[misc]
-        data = self._next_data()  # type: ignore[attr-defined]
-        self._num_yielded += 1  # type: ignore[attr-defined]
-        return data
-
-
-class ProducerIter(LoaderIter, _NextWithoutLabel, _BaseDataLoaderIter):
-    """Iterates a loader with a producer.
-
-    Indices come from the loader's own sampler in the main thread, exactly as torch
-    draws them (torch's base iterator draws the base seed first). With workers, up to
-    `depth` batches are in flight and the next indices are drawn as each batch is taken
-    in, as torch's worker iterator does; without workers a batch is drawn when next()
-    asks for it, except that the stock samplers (`stock=True`, drawn as index tensors by
-    _sampling) are drawn ahead up to the draw that would move their generator.
-    """
-
-    def __init__(self, loader: Any, make_producer: Any, depth: int, budget: Any,
-                 stock: bool = False) -> None:
-        self._init_resume(loader)
-        super().__init__(loader)
-        self._init_delivery(loader, budget)
-        self._depth = max(1, depth)
-        self._in_order = loader.in_order or self._num_workers == 0
-        self._stock = stock  # the stock batch samplers are drawn as index tensors
-        self._sampler_done = False
-        self._tasks = 0  # batches submitted in this epoch
-        self._producer: Producer = make_producer(self)
-        self.path = self._producer.path
-        # a producer's emulated workers' states (the image path), for state_dict
-        self._worker_states = getattr(self._producer, "worker_states", None)
-        if self._num_workers > 0:
-            # As torch's worker iterator, whose constructor ends with _reset: the sampler
-            # is iterated a second time (one that draws when iterated draws twice), and
-            # read ahead.
-            self._reset(loader, first_iter=True)
-        else:
-            self._use_stock_batches()
 
     def _use_stock_batches(self) -> None:
         """torch's stock batch samplers as int64 tensors, with the same generator draws
@@ -209,27 +203,36 @@ class ProducerIter(LoaderIter, _NextWithoutLabel, _BaseDataLoaderIter):
                 self._sampler_done = True
                 break
             assert self._epoch is not None
-            producer.submit(self._tasks, index, self._epoch.drawn_position())
+            if not producer.submit(self._tasks, index, self._epoch.drawn_position()):
+                break  # no worker is asked now: torch drops the index it drew
             self._tasks += 1
 
     def _next_data(self) -> Any:
-        self._refill()
         producer = self._producer
-        if producer.in_flight == 0:
-            if not self._persistent_workers:
-                self._shutdown()
-            raise StopIteration
         timeout = self._timeout if self._timeout > 0 else None
-        try:
-            done = producer.take(timeout)
-        finally:
+        while True:
+            self._refill()
+            try:
+                if producer.in_flight == 0:
+                    raise StopIteration
+                done = producer.take(timeout)
+            except StopIteration:  # no batch is left, or a stream ended (no workers)
+                if not self._persistent_workers:
+                    self._close_producer()
+                raise
+            except Exception:
+                if self._num_workers > 0:
+                    # torch's worker iterator draws the next batch's indices as it takes
+                    # one in (or a worker's end), before it raises its error or hands it
+                    # over
+                    self._refill()
+                raise
             if self._num_workers > 0:
-                # torch's worker iterator draws the next batch's indices as it takes one
-                # in, before it raises its error or hands it over
                 self._refill()
+            if done is not WORKER_ENDED:
+                break
         if done is None:
-            raise RuntimeError(f"DataLoader timed out after {self._timeout} seconds"
-                               f"{producer.late()}")
+            raise RuntimeError(timed_out(self._timeout) + producer.late())
         if not self._in_order:
             self._yielded_task = done.task
         self.last_produce_s, self.last_fetch_s = done.produce_s, done.fetch_s
@@ -241,21 +244,24 @@ class ProducerIter(LoaderIter, _NextWithoutLabel, _BaseDataLoaderIter):
         return data
 
     def _reset(self, loader: Any, first_iter: bool = False) -> None:
+        if self._recorder is not None:
+            self._recorder.epoch_ended()
         super()._reset(loader, first_iter)
         self._use_stock_batches()
-        self._producer.drop()  # what the last epoch left in flight
+        if not first_iter:
+            self._producer.drop(self._shared_seed)  # what the last epoch left in flight
         self._sampler_done = False
         self._tasks = 0
         if self._num_workers > 0:
             self._refill()
 
-    def _shutdown(self) -> None:
+    def _close_producer(self) -> None:
         producer = getattr(self, "_producer", None)  # absent when __init__ failed
         if producer is not None:
             producer.close()
 
     def __del__(self) -> None:
-        self._shutdown()
+        self._close_producer()
         super().__del__()  # Resumable's
 
 

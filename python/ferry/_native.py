@@ -232,7 +232,7 @@ class GatherProducer:
     def in_flight(self) -> int:
         return self.gather.in_flight
 
-    def submit(self, task: int, index: Any, position: int) -> None:
+    def submit(self, task: int, index: Any, position: int) -> bool:
         seq, plain = self.gather.submit(index)
         if task == 0:
             self._first_seq = seq
@@ -240,6 +240,7 @@ class GatherProducer:
         # the sampler's own index object (a tensor from a custom sampler)
         if not plain or (not self.stock_indices and isinstance(index, torch.Tensor)):
             self._passthrough[seq] = index
+        return True
 
     def take(self, timeout: float | None) -> Done | None:
         got = self.gather.next(float(timeout or 0))
@@ -261,7 +262,7 @@ class GatherProducer:
     def late(self) -> str:
         return ""
 
-    def drop(self) -> None:
+    def drop(self, shared_seed: int | None) -> None:
         while self.gather.in_flight:
             self.gather.next(0.0)
         self._passthrough.clear()

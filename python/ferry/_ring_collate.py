@@ -73,7 +73,6 @@ class Packed:
     rng: bytes | None = None
     stream: bytes | None = None
     ended: bool = False  # a short batch: the worker's IterableDataset ran out making it
-    task: int = -1  # torch's task index, set in the main process
 
 
 @dataclass(frozen=True)

@@ -190,7 +190,7 @@ class PoolProducer:
     def _failed(self, exc: Exception, what: Any) -> None:
         """The batch `what` goes with raised `exc`, which is raised next."""
 
-    def drop(self) -> None:
+    def drop(self, shared_seed: int | None) -> None:
         while self._pending:  # the last epoch's batches still in flight
             future, _ = self._pending.popleft()
             if not future.cancel():
@@ -210,8 +210,9 @@ class ThreadProducer(PoolProducer):
         super().__init__(n, it._in_order, "ferry-worker", init_fn)
         self._make = _BatchMaker(it)
 
-    def submit(self, task: int, index: Any, position: int) -> None:
+    def submit(self, task: int, index: Any, position: int) -> bool:
         self._start((task, index), self._make, task, index)
+        return True
 
     def _failed(self, exc: Exception, what: Any) -> None:
         exc.add_note(f"(in a ferry thread worker, fetching sample indices {what[1]!r})"

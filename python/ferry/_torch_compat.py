@@ -19,12 +19,8 @@ from torch._utils import ExceptionWrapper
 # whether a torch profiler records now (torch labels each next() of its iterators for it)
 from torch.autograd import _profiler_enabled
 
-# python_exit_status: whether the interpreter is exiting (no worker shutdown then);
-# signal_handling: the registry of worker pids that torch's SIGCHLD handler watches
+# python_exit_status: whether the interpreter is exiting (no worker shutdown then)
 from torch.utils.data import _utils
-
-# how often torch's iterator polls its result queue while it checks its workers
-from torch.utils.data._utils import MP_STATUS_CHECK_INTERVAL
 
 # torch's worker module (ferry patches two names in it, in its worker processes only)
 from torch.utils.data._utils import worker as worker_module
@@ -39,15 +35,22 @@ from torch.utils.data._utils.fetch import _MapDatasetFetcher
 # torch's recursive pinning of a batch (tensors, mappings, namedtuples, ...)
 from torch.utils.data._utils.pin_memory import pin_memory
 
-# the marker an IterableDataset's worker sends when its iterator is exhausted
-from torch.utils.data._utils.worker import _IterableDatasetStopIteration
+# torch's worker loop, which ferry's worker processes run (with torch's arguments, in
+# torch's order); the marker a worker sends when its IterableDataset is exhausted; the
+# message that begins a persistent worker's new epoch (and its acknowledgement)
+from torch.utils.data._utils.worker import (
+    _IterableDatasetStopIteration,
+    _ResumeIteration,
+    _worker_loop,
+)
 
 # torch's iterators, which ferry's iterators extend (their constructors keep torch's
-# sampler, seeding and length semantics), and its dataset-kind switch
+# sampler, seeding and length semantics), its dataset-kind switch, and the worker_init_fn
+# wrapper that shards a DataPipe in each worker
 from torch.utils.data.dataloader import (
     _BaseDataLoaderIter,
     _DatasetKind,
-    _MultiProcessingDataLoaderIter,
+    _sharding_worker_init_fn,
     _SingleProcessDataLoaderIter,
 )
 
@@ -55,11 +58,6 @@ from torch.utils.data.dataloader import (
 def python_exiting() -> bool:
     """Whether torch saw the interpreter start exiting (read now: torch sets it late)."""
     return _utils.python_exit_status is not False
-
-
-def forget_worker_pids(key: int) -> None:
-    """Stops torch's SIGCHLD handler from watching the workers registered under `key`."""
-    _utils.signal_handling._remove_worker_pids(key)
 
 
 # The private attributes and methods of torch's DataLoader and its iterators that ferry
@@ -87,22 +85,9 @@ TORCH_ATTRIBUTES: dict[str, str] = {
     "_next_index": "overridden: resume counts every draw",
     "_next_data": "implemented by the producers' iterator; called by ferry's next()",
     "_reset": "overridden: a persistent iterator's new epoch (statistics, producers)",
+    "_shared_seed": "a DataPipe's seed shared by the workers, sent to them as torch sends it",
+    "_world_size": "with _rank, torch's sharding of a DataPipe in each worker",
+    "_rank": "with _world_size, torch's sharding of a DataPipe in each worker",
     # the single-process iterator's
     "_dataset_fetcher": "holds the IterableDataset's iterator, whose state resume keeps",
-    # the worker-process iterator's (WorkerIter keeps torch's protocol)
-    "_get_data": "overridden: ferry's timeout detail, a batch's sample indices",
-    "_process_data": "overridden: a batch is unpacked from its ring slot when handed over",
-    "_try_get_data": "overridden: a dead worker is found while waiting, and named",
-    "_try_put_index": "overridden: a resumed epoch starts with the original's next worker",
-    "_shutdown_workers": "overridden: a grace, then terminate; the rings' memory returned",
-    "_shutdown": "whether torch's shutdown really ran (not an epoch's end)",
-    "_index_queues": "told to stop, and their feeder threads joined",
-    "_rcvd_idx": "the task handed over next (timeout detail, resume's next worker)",
-    "_send_idx": "the task sent next (when each was sent)",
-    "_task_info": "which worker holds which task; early batches unpacked on reset",
-    "_worker_pids_set": "whether torch's SIGCHLD handler watches the workers",
-    "_worker_queue_idx_cycle": "advanced to the original's next worker on resume",
-    "_workers": "the worker processes (death, stacks, shutdown)",
-    "_workers_done_event": "set to tell the workers to stop",
-    "_workers_status": "which workers torch still sends indices to",
 }

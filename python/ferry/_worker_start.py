@@ -1,8 +1,7 @@
 """What worker processes start with: WorkerInit, the worker_init_fn they run (stack
 dumps on STACK_SIGNAL, torch's error and end-of-data markers replaced by ferry's, the
-dataset's stream put where a resumed loader left it), the dataset shipped once to
-workers that are not forked (ship_dataset), and the loader as torch's iterator reads it
-(LoaderWithCollate)."""
+dataset's stream put where a resumed loader left it), and the dataset shipped once to
+workers that are not forked (ship_dataset)."""
 
 from __future__ import annotations
 
@@ -165,22 +164,3 @@ def ship_dataset(loader: Any) -> _ShippedDataset | None:
             return None  # torch's own pickling raises the error, if any
         raise
     return _ShippedDataset(fd, pickler.tensors)
-
-
-class LoaderWithCollate:
-    """The loader as torch's iterator reads it, but with ferry's collate_fn and
-    worker_init_fn, without torch's pin-memory thread (ferry pins in C++ as batches leave
-    their slots), and with the dataset shipped once when given."""
-
-    pin_memory = False
-
-    def __init__(self, loader: Any, collate_fn: Any, worker_init_fn: Any,
-                 shipped: _ShippedDataset | None) -> None:
-        self._loader = loader
-        self.collate_fn = collate_fn
-        self.worker_init_fn = worker_init_fn
-        self.dataset = shipped if shipped is not None else loader.dataset
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._loader, name)
-

@@ -1,42 +1,51 @@
-"""WorkerIter: torch's multiprocessing iterator, with batches travelling through
-shared-memory rings.
+"""Worker processes: torch's worker loop in each, driven by a ferry producer, batches
+travelling back through shared-memory rings.
 
-torch's own multiprocessing iterator runs the workers (seeding, get_worker_info,
-worker_init_fn, IterableDataset sharding, in_order, timeout, persistent workers and
-error wrapping are torch's). ferry changes how a batch travels (_ring_collate.py) and
-what the workers start with (_worker_start.py). Here: the iterator that reads batches
-back from the rings, its failure reports and shutdown, fork hygiene and pin_memory.
+Each worker runs torch's own worker loop, so seeding, get_worker_info, worker_init_fn,
+an IterableDataset's sharding and end, a persistent worker's new epoch and the wrapping
+of errors are torch's. ferry changes how a batch travels (_ring_collate.py) and what the
+workers start with (_worker_start.py). Here is the main process's side of the protocol,
+as torch's multiprocessing iterator speaks it (its index sending is the specification
+ferry's parity rests on): which worker is sent each batch's indices, the order batches
+are handed over in, a worker whose data ran out, a persistent iterator's new epoch. Also
+here: the watch over the workers (a death is named within a tenth of a second; a late
+batch's worker and its Python stack follow torch's timeout sentence), their shutdown,
+fork hygiene, and each worker's part of resume.
 """
 
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import pickle
 import threading
 import time
 import warnings
 import weakref
+from functools import partial
+from pickle import PicklingError
+from queue import Empty
 from typing import Any
 
 import torch
+from torch.utils.data import IterDataPipe, MapDataPipe
 
 from . import _ext
-from ._errors import worker_death
-from ._iter import LoaderIter
+from ._errors import timed_out, worker_death
+from ._iter import WORKER_ENDED, Done, ProducerIter
 from ._resume import has_state, worker_resumes
 from ._ring_collate import EndedWithState, Packed, RingCollate, TensorsFromList
 from ._torch_compat import (
-    MP_STATUS_CHECK_INTERVAL,
     ExceptionWrapper,
     _DatasetKind,
     _IterableDatasetStopIteration,
-    _MultiProcessingDataLoaderIter,
-    forget_worker_pids,
-    pin_memory,
+    _ResumeIteration,
+    _sharding_worker_init_fn,
+    _worker_loop,
     python_exiting,
 )
-from ._worker_start import STACK_SIGNAL, LoaderWithCollate, WorkerInit, ship_dataset
+from ._worker_start import STACK_SIGNAL, WorkerInit, ship_dataset
 
 # Slots beyond the prefetched batches: the batch the user holds, one being collated, spare.
 _EXTRA_SLOTS = 4
@@ -48,238 +57,291 @@ _POLL_SECONDS = 0.1
 _STOP_GRACE_SECONDS = 1.0
 
 
-# Iterators with ring fds open, and the one whose workers are being started now.
-_live_iterators: weakref.WeakSet[WorkerIter] = weakref.WeakSet()
-_starting: WorkerIter | None = None
+def process_iter(loader: Any, budget: Any) -> ProcessIter:
+    return ProcessIter(loader, budget)
+
+
+class ProcessIter(ProducerIter):
+    """The one iterator over worker processes, with their part of resume: each worker's
+    generators and dataset stream after its last batch handed over, which worker the
+    next batch is asked of, and which workers' data had run out."""
+
+    _producer: ProcessProducer
+
+    def __init__(self, loader: Any, budget: Any) -> None:
+        super().__init__(loader, lambda it: ProcessProducer(it, loader),
+                         loader.prefetch_factor * loader.num_workers, budget)
+
+    @property
+    def copied_batches(self) -> int:
+        """Batches copied out of their slot (the user held many)."""
+        return self._producer.copied_batches
+
+    def _start_epoch(self) -> Any:
+        self._producer.apply_end_states()  # an epoch left early: its ends came in the drain
+        return super()._start_epoch()
+
+    def _epoch_over(self) -> None:
+        self._producer.apply_end_states()
+
+    def _stream_has_state(self) -> bool:
+        return self._producer.stream_reported or has_state(self._dataset)
+
+    def resume_snapshot(self) -> dict[str, Any]:
+        state = super().resume_snapshot()
+        if self._resume is None and state["epoch"] is not None and not state["epoch"].get("replay"):
+            state["next_worker"] = self._producer.next_worker()
+            if self._dataset_kind == _DatasetKind.Iterable:
+                # Only a short batch handed over says so: a worker's end may arrive ahead
+                # of its last batches, and a worker resumed at its dataset's end ends.
+                state["ended_workers"] = sorted(self._producer.short_workers)
+        return state
+
+
+# Producers with ring fds open, and the one whose workers are being started now.
+_live_producers: weakref.WeakSet[ProcessProducer] = weakref.WeakSet()
+_starting: ProcessProducer | None = None
 
 
 def _after_fork_in_child() -> None:
-    """A forked child keeps only the ring fds of the iterator that started it (if any):
+    """A forked child keeps only the ring fds of the producer that started it (if any):
     the others' would keep their shared memory alive as long as the child lives."""
-    for it in list(_live_iterators):
-        if it is not _starting:
-            fds = it._ring_fds + it._stack_fds
-            it._ring_fds, it._stack_fds = [], []
-            for fd in fds:
-                os.close(fd)
-            # The parent's workers are not this process's to stop: when this copy of the
-            # iterator is collected here, its shutdown must not message or join them.
-            it._shutdown = True
+    for producer in list(_live_producers):
+        if producer is not _starting:
+            producer.forget_in_child()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _pin_memory_setting(loader: Any) -> bool:
-    """Whether batches are pinned, and torch's warnings about it (its iterator no longer
-    sees pin_memory=True, see LoaderWithCollate)."""
-    if loader.pin_memory and loader.pin_memory_device:
-        warnings.warn(
-            "pin_memory_device is deprecated, the current accelerator will be used as the "
-            f"device,ignore pin_memory_device='{loader.pin_memory_device}'.",
-            stacklevel=4,
-        )
-    if loader.pin_memory and not torch.accelerator.is_available():
-        warnings.warn(
-            "'pin_memory' argument is set as true but no accelerator is found, then device "
-            "pinned memory won't be used.",
-            stacklevel=4,
-        )
-    pin = bool(loader.pin_memory) and torch.accelerator.is_available()
-    accelerator = torch.accelerator.current_accelerator() if pin else None
-    if accelerator is not None and accelerator.type == "mps":  # torch does not pin there
-        warnings.warn(
-            "'pin_memory' argument is set as true but not supported on MPS now, device "
-            "pinned memory won't be used.",
-            stacklevel=4,
-        )
-        return False
-    return pin
-
-
-class WorkerIter(LoaderIter, _MultiProcessingDataLoaderIter):
-    """torch's multiprocessing iterator, with batches travelling through shared rings."""
+class ProcessProducer:
+    """`num_workers` processes running torch's worker loop, asked for batches in torch's
+    turn and answering through shared-memory rings."""
 
     path = "workers"  # last_produce_s etc.: the last batch's times in its worker
+    stock_indices = False
 
-    def __init__(self, loader: Any, budget: Any = None) -> None:
-        C = _ext.load()
-        n = loader.num_workers
-        self._init_delivery(loader, budget)  # the rings mapped here are charged to budget
-        self._init_resume(loader)
-        resume = self._resume or {}
-        self._worker_states = list(resume.get("workers") or [None] * n)
-        # a worker that reported its dataset's stream: its iterator keeps its position
-        self._stream_reported = any(s and s.get("stream") for s in self._worker_states)
-        # the worker the original would have asked for its next batch
-        self._cycle_advance = resume.get("next_worker") or 0
+    def __init__(self, it: ProcessIter, loader: Any) -> None:
+        n = self._n = loader.num_workers
+        self._ordered = loader.in_order
+        self._persistent = loader.persistent_workers
+        self._iterable = it._dataset_kind == _DatasetKind.Iterable
+        self._max_tasks = loader.prefetch_factor * n
+        self._wait_limit = loader.timeout if loader.timeout > 0 else None
+        self._pin = it._pin_memory and it._device is None  # not for a device: staged there
+        self._budget = it._budget
+        self._held_slot = _ext.load().SlotState.HELD
+        self.copied_batches = 0
+        self._procs: list[Any] = []
+        self._queues: list[Any] = []  # each worker's index queue
+        self._told_to_stop: set[int] = set()
         self._ring_fds = [os.memfd_create(f"ferry-ring-{i}") for i in range(n)]
         self._stack_fds = [os.memfd_create(f"ferry-stack-{i}") for i in range(n)]
+        self._closed = False
         self._rings: dict[tuple[int, int], Any] = {}  # (worker, ring offset) -> ring
-        self._held_slot = C.SlotState.HELD
-        nslots = min((loader.prefetch_factor or 2) + _EXTRA_SLOTS, 256)
-        # The sampler indices of each task in flight, to name them when it fails.
-        self._task_indices: dict[int, Any] = {}
         self._sent_at: dict[int, float] = {}  # task -> when it was sent (time.monotonic)
         self._worker_done_at: dict[int, float] = {}  # worker -> when its last batch was done
-        self._ended_workers: set[int] = set()  # workers whose IterableDataset ran out
-        self._discarding = False  # True while torch drains a finished epoch
-        self.copied_batches = 0  # batches copied out of their slot (the user held many)
-        self._last_index: Any = None
-        batch_size = loader.batch_size if loader.batch_sampler is not None else None
-        share = max(1, loader.memory_budget // n) if loader.memory_budget else 0
-        collate_fn = RingCollate(loader.collate_fn, self._ring_fds, nslots, batch_size, share)
-        self._resume_ended = set(resume.get("ended_workers") or ())
-        for_workers = worker_resumes(resume.get("workers"), self._resume_ended)
+        self._task_indices: dict[int, Any] = {}  # a map-style task's sample indices
+        self._late: int | None = None  # the task take() waited for in vain
+        self._new_epoch()
+
+        # resume: each worker as the original left it, and the original's next worker
+        resume = it._resume or {}
+        self.worker_states = list(resume.get("workers") or [None] * n)
+        # a worker that reported its dataset's stream: its iterator keeps its position
+        self.stream_reported = any(s and s.get("stream") for s in self.worker_states)
         self._end_states: dict[int, Any] = {}  # worker -> its EndedWithState this epoch
-        self._idle_workers: set[int] = set()  # resumed as ended, without being told to stop
-        self._short_workers: set[int] = set()  # handed over a short batch this epoch
+        for _ in range(resume.get("next_worker") or 0):
+            next(self._cycle)
+        resumed_ended = set(resume.get("ended_workers") or ())
+        for wid in resumed_ended:  # no tasks this epoch; told to stop with the others
+            self._status[wid] = False
+
         global _starting
-        _live_iterators.add(self)
+        _live_producers.add(self)
         _starting = self  # its forked workers keep its ring fds (see _after_fork_in_child)
         shipped = None
         try:
-            init_fn = WorkerInit(loader.worker_init_fn, self._stack_fds, for_workers)
+            batch_size = loader.batch_size if loader.batch_sampler is not None else None
+            share = max(1, loader.memory_budget // n) if loader.memory_budget else 0
+            nslots = min(loader.prefetch_factor + _EXTRA_SLOTS, 256)
+            collate_fn = RingCollate(loader.collate_fn, self._ring_fds, nslots, batch_size, share)
+            init_fn: Any = WorkerInit(loader.worker_init_fn, self._stack_fds,
+                                      worker_resumes(resume.get("workers"), resumed_ended))
+            dataset = it._dataset
+            if isinstance(dataset, (IterDataPipe, MapDataPipe)):  # as torch shards them
+                init_fn = partial(_sharding_worker_init_fn, init_fn, it._world_size, it._rank)
             shipped = ship_dataset(loader)
-            super().__init__(LoaderWithCollate(loader, collate_fn, init_fn, shipped))
-            # torch's SIGCHLD handler raises a worker's death wherever the main thread
-            # happens to be: in the user's training step, or in this iterator between
-            # two of its own checks, with a message that names no worker. ferry polls
-            # its workers while it waits (_try_get_data), so a death is reported by the
-            # next next(), naming the worker, and the handler is told not to watch them.
-            self._unwatch_workers()
+            context = loader.multiprocessing_context or torch.multiprocessing
+            self._results = context.Queue()
+            self._stop_event = context.Event()
+            for wid in range(n):
+                # torch's worker loop, with torch's arguments
+                args = (it._dataset_kind, shipped or dataset, None, self._results,
+                        self._stop_event, it._auto_collation, collate_fn, it._drop_last,
+                        it._base_seed, init_fn, wid, n, self._persistent, it._shared_seed)
+                self._start_worker(context, args)
         except BaseException:
-            self._unwatch_workers()  # torch's constructor failed after starting them
-            self._close_ring_fds()
+            self.close()
             raise
         finally:
             _starting = None
             if shipped is not None:  # the workers have their copies of the fd
                 shipped.close()
-                self._dataset = loader.dataset
-        # not torch's _pin_memory, which would make it look for its pin thread; batches
-        # for a device are staged by the device copy instead
-        self._pin_batches = _pin_memory_setting(loader) and self._device is None
 
-    def _unwatch_workers(self) -> None:
-        if getattr(self, "_worker_pids_set", False):
-            forget_worker_pids(id(self))
-            self._worker_pids_set = False
+    def _start_worker(self, context: Any, args: tuple) -> None:
+        index_queue = context.Queue()
+        index_queue.cancel_join_thread()
+        args = args[:2] + (index_queue,) + args[3:]
+        worker = context.Process(target=_worker_loop, args=args, daemon=True)
+        try:
+            worker.start()
+        except (TypeError, AttributeError, PicklingError):
+            warnings.warn(  # torch's words
+                "Got pickle error when attempting to start a worker Process. "
+                "This might be because the worker Process arguments are not picklable. "
+                "Python 3.14+ changed the multiprocessing start method in non-Mac POSIX "
+                "platforms to 'forkserver', which requires the worker Process arguments to "
+                "be picklable. You can also try multiprocessing.set_start_method('fork').",
+                stacklevel=6,
+            )
+            raise
+        self._queues.append(index_queue)
+        self._procs.append(worker)
+
+    def _new_epoch(self) -> None:
+        """torch's bookkeeping of an epoch's tasks, afresh."""
+        self._sent = self._received = 0  # the next task to send, to hand over
+        self._tasks: dict[int, tuple] = {}  # task -> (worker,) or (worker, its answer)
+        self._in_flight = 0  # sent, and neither handed over nor answered by a worker's end
+        self._status = [True] * self._n  # which workers are sent tasks
+        self._num_tasks = [0] * self._n  # each worker's tasks not handed over
+        self._cycle = itertools.cycle(range(self._n))
+        self._sent_at.clear()
+        self._task_indices.clear()
+        self.short_workers: set[int] = set()  # handed over a short batch this epoch
 
     # --- batches --------------------------------------------------------------------
-    def _next_index(self) -> Any:
-        self._last_index = super()._next_index()
-        return self._last_index
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
 
-    def _try_put_index(self) -> None:
-        while self._cycle_advance:  # a resumed epoch: the original's next worker first
-            self._cycle_advance -= 1
-            next(self._worker_queue_idx_cycle)
-        for wid in sorted(self._resume_ended):  # ... and without those that had run out
-            self._resume_ended.discard(wid)
-            self._ended_workers.add(wid)
-            self._workers_status[wid] = False  # no tasks; told to stop with the others
-            self._idle_workers.add(wid)
-        sent = self._send_idx
-        super()._try_put_index()
-        if self._send_idx != sent:
-            self._sent_at[sent] = time.monotonic()
-            if self._dataset_kind == _DatasetKind.Map:
-                self._task_indices[sent] = self._last_index
+    def submit(self, task: int, index: Any, position: int) -> bool:
+        for _ in range(self._n):  # torch's choice: the next worker in turn still asked
+            wid = next(self._cycle)
+            if self._status[wid] and (  # with in_order=False, one below its share
+                    self._ordered or self._num_tasks[wid] < self._max_tasks // sum(self._status)):
+                break
+        else:
+            return False
+        self._queues[wid].put((task, index))
+        self._tasks[task] = (wid,)
+        self._num_tasks[wid] += 1
+        self._in_flight += 1
+        self._sent = task + 1
+        self._sent_at[task] = time.monotonic()
+        if not self._iterable:
+            self._task_indices[task] = index
+        return True
 
-    def _get_data(self) -> Any:
-        try:
-            idx, data = super()._get_data()
-        except RuntimeError as exc:
-            if "timed out" in str(exc):
-                raise RuntimeError(self._describe_late_batch(str(exc))) from None
-            raise
-        indices = self._task_indices.pop(idx, None) if isinstance(idx, int) else None
-        if isinstance(data, _IterableDatasetStopIteration):
-            self._ended_workers.add(data.worker_id)
-            if isinstance(data, EndedWithState):  # applied once its batches are all out
-                self._end_states[data.worker_id] = data
-        if isinstance(data, Packed):
-            data.task = idx
-        if isinstance(data, Packed) and self._discarding:
-            self._note_batch(data)
-            data = self._unpack(data)  # and dropped: its slot is free again
-        elif isinstance(data, ExceptionWrapper) and indices is not None:
-            # torch names the worker; ferry adds what it was doing, and which sample raised
-            # (after torch's sentence, which reraise() ends with a period)
-            sample = getattr(data, "sample", None)
-            data.where += (f". ferry: sample index {sample!r} raised (of the batch's sample "
-                           f"indices {indices!r})" if sample is not None else
-                           f". ferry: while fetching and collating sample indices {indices!r}")
-        return idx, data
+    def take(self, timeout: float | None) -> Any:
+        while True:
+            # past the tasks that will not be answered: those of workers whose data ran out
+            while self._received < self._sent:
+                info = self._tasks.get(self._received)
+                if info and (len(info) == 2 or self._status[info[0]]):
+                    break
+                self._tasks.pop(self._received, None)
+                self._received += 1
+            else:
+                raise StopIteration
+            task = self._received
+            if len(self._tasks[task]) == 2:  # it arrived early
+                wid, data = self._tasks.pop(task)
+                self._received += 1
+                return self._hand_over(task, wid, data)
+            got = self._receive(timeout)
+            if got is None:
+                self._late = task
+                return None
+            idx, data = got
+            if self._iterable and isinstance(data, _IterableDatasetStopIteration):
+                self._worker_ended(data)
+                return WORKER_ENDED
+            if idx == task or not self._ordered:
+                wid = self._tasks.pop(idx)[0]
+                self._received += idx == task
+                return self._hand_over(idx, wid, data)
+            self._tasks[idx] += (data,)
 
-    def _process_data(self, data: Any, worker_idx: int) -> Any:
-        # Batches are unpacked when they are handed over, not when they arrive: one that
-        # arrived early waits in torch's reorder buffer as a Packed, so only batches the
-        # user really holds count against the copy-out policy.
-        data = super()._process_data(data, worker_idx)
-        if isinstance(data, Packed):
-            self._note_batch(data)
-            if not self._in_order:
-                self._yielded_task = data.task
-            data = self._unpack(data, pinned=self._pin_batches)
-            if self._pin_batches:  # the rest as torch pins it: tensors pickled by value,
-                data = pin_memory(data, self._pin_memory_device)  # custom pin_memory()
-        return data
+    def _worker_ended(self, end: Any) -> None:
+        """A worker's IterableDataset ran out: it is asked for nothing more this epoch
+        (a persistent worker stays for the next one)."""
+        if self._persistent:
+            self._status[end.worker_id] = False
+        else:
+            self._stop_asking(end.worker_id)
+        if isinstance(end, EndedWithState):  # applied once its batches are all out
+            self._end_states[end.worker_id] = end
+        self._in_flight -= 1
 
-    def _note_batch(self, packed: Packed) -> None:
-        """A batch handed over (or discarded by torch): its stage times, and the worker's
-        state after it, where a resumed worker would go on from."""
-        sent = self._sent_at.pop(packed.task, None)
+    def _hand_over(self, task: int, wid: int, data: Any) -> Done:
+        self._num_tasks[wid] -= 1
+        self._in_flight -= 1
+        indices = self._task_indices.pop(task, None)
+        if isinstance(data, ExceptionWrapper):
+            self._sent_at.pop(task, None)
+            if indices is not None:
+                # torch names the worker; ferry adds what it was doing, and which sample
+                # raised (after torch's sentence, which reraise() ends with a period)
+                sample = getattr(data, "sample", None)
+                data.where += (
+                    f". ferry: sample index {sample!r} raised (of the batch's sample "
+                    f"indices {indices!r})" if sample is not None else
+                    f". ferry: while fetching and collating sample indices {indices!r}")
+            data.reraise()
+        fetch, collate = self._note_batch(task, data)
+        batch = self._unpack(data, pinned=self._pin)
+        return Done(batch, task, (fetch or 0.0) + collate, fetch, collate)
+
+    def _note_batch(self, task: int, packed: Packed) -> tuple[float | None, float]:
+        """A batch handed over (or dropped at an epoch's start): its worker's state after
+        it, where a resumed worker would go on from; its fetch and collate times."""
+        sent = self._sent_at.pop(task, None)
         begun = max(sent or 0.0, self._worker_done_at.get(packed.worker, 0.0))
         self._worker_done_at[packed.worker] = packed.finished
-        self.last_collate_s = packed.finished - packed.collate_started
-        self.last_fetch_s = max(0.0, packed.collate_started - begun) if sent else None
-        self.last_produce_s = (self.last_fetch_s or 0.0) + self.last_collate_s
         if packed.ended:
-            self._short_workers.add(packed.worker)
-        if packed.rng is None and packed.stream is None:
-            return
-        now = dict(self._worker_states[packed.worker] or {})
-        if packed.rng is not None:
-            now["rng"] = packed.rng
-        if packed.stream is not None:
-            now["stream"] = packed.stream
-            self._stream_reported = True
-        self._worker_states[packed.worker] = now
+            self.short_workers.add(packed.worker)
+        if packed.rng is not None or packed.stream is not None:
+            now = dict(self.worker_states[packed.worker] or {})
+            if packed.rng is not None:
+                now["rng"] = packed.rng
+            if packed.stream is not None:
+                now["stream"] = packed.stream
+                self.stream_reported = True
+            self.worker_states[packed.worker] = now
+        fetch = max(0.0, packed.collate_started - begun) if sent else None
+        return fetch, packed.finished - packed.collate_started
 
-    def _epoch_over(self) -> None:
-        # where each worker whose data ran out stands for the next epoch
+    def apply_end_states(self) -> None:
+        """Where each worker whose data ran out stands for the next epoch."""
         for wid, end in sorted(self._end_states.items()):
-            now = dict(self._worker_states[wid] or {})
+            now = dict(self.worker_states[wid] or {})
             now["rng"] = end.rng
             if end.stream is not None:
                 now["stream"] = end.stream
-            self._worker_states[wid] = now
+            self.worker_states[wid] = now
         self._end_states.clear()
 
-    def _start_epoch(self) -> Any:
-        self._epoch_over()  # an epoch left early: its ends arrived while torch drained it
-        return super()._start_epoch()
-
-    def _stream_has_state(self) -> bool:
-        return self._stream_reported or has_state(self._dataset)
-
-    def resume_snapshot(self) -> dict[str, Any]:
-        state = super().resume_snapshot()
-        if self._resume is None and state["epoch"] is not None and not state["epoch"].get("replay"):
-            info = self._task_info.get(self._rcvd_idx)
-            state["next_worker"] = info[0] if info else 0
-            if self._dataset_kind == _DatasetKind.Iterable:
-                # Only a short batch handed over says so: a worker's end may arrive ahead
-                # of its last batches, and a worker resumed at its dataset's end ends.
-                state["ended_workers"] = sorted(self._short_workers)
-        return state
+    def next_worker(self) -> int:
+        """The worker the next batch is asked of (the one that holds it)."""
+        info = self._tasks.get(self._received)
+        return info[0] if info else 0
 
     def _unpack(self, packed: Packed, pinned: bool = False) -> Any:
         """The batch, its tensors views of its slot or (when the user already holds
         several, or `pinned`) copies; pinned: the copies page-locked (tensors pickled by
-        value are pinned by the pin_memory walk that follows)."""
+        value are pinned by the iterator's pin_memory walk that follows)."""
         tensors: list[torch.Tensor] = []
         if packed.slot >= 0:
             ring = self._ring(packed.worker, packed.ring_offset)
@@ -300,48 +362,77 @@ class WorkerIter(LoaderIter, _MultiProcessingDataLoaderIter):
             self._rings[(worker, offset)] = ring
         return ring
 
-    def _reset(self, loader: Any, first_iter: bool = False) -> None:
-        # torch forgets the batches that arrived early (its reorder buffer) and drains
-        # the ones still in flight, dropping both: unpack them all first or as they come,
-        # so that their slots are freed.
-        task_info = getattr(self, "_task_info", {})
-        for idx in sorted(task_info):
-            info = task_info[idx]
+    def drop(self, shared_seed: int | None) -> None:
+        """A persistent iterator's new epoch, as torch begins it: every worker is told to
+        begin again, and what the last epoch left (early batches, batches in flight) is
+        dropped as it arrives, each slot freed and each worker's state kept."""
+        for task, info in sorted(self._tasks.items()):
             if len(info) == 2 and isinstance(info[1], Packed):
-                self._note_batch(info[1])  # its worker's generators moved making it
+                self._note_batch(task, info[1])
                 self._unpack(info[1])
-        self._discarding = True
-        self._sent_at.clear()  # task numbers start again at 0
-        try:
-            super()._reset(loader, first_iter)
-        finally:
-            self._discarding = False
-        self._ended_workers.clear()  # persistent workers start the new epoch afresh
-        self._idle_workers.clear()
-        self._short_workers.clear()
+        self._new_epoch()
+        for q in self._queues:
+            q.put(_ResumeIteration(shared_seed))
+        waiting = self._n
+        while waiting:
+            got = self._receive(self._wait_limit)
+            if got is None:
+                raise RuntimeError(timed_out(self._wait_limit))
+            idx, data = got
+            if isinstance(idx, _ResumeIteration):
+                waiting -= 1
+            elif isinstance(data, Packed):
+                self._note_batch(idx, data)
+                self._unpack(data)
+            elif isinstance(data, EndedWithState):
+                self._end_states[data.worker_id] = data
 
-    # --- failures -------------------------------------------------------------------
-    def _describe_late_batch(self, what: str) -> str:
-        """`what` (torch's timeout message), plus which worker holds the late batch, its
-        sample indices and that worker's Python stack, dumped on request."""
-        info = self._task_info.get(self._rcvd_idx)
+    # --- watching the workers -------------------------------------------------------
+    def _receive(self, timeout: float | None) -> tuple[Any, Any] | None:
+        """The workers' next answer, or None once `timeout` passed. A worker found dead
+        while waiting raises, named (torch looks every 5 s; here every _POLL_SECONDS)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = _POLL_SECONDS if deadline is None else deadline - time.monotonic()
+            try:
+                return self._results.get(timeout=max(0.0, min(_POLL_SECONDS, left)))
+            except Empty:
+                pass
+            dead = [wid for wid, w in enumerate(self._procs)
+                    if self._status[wid] and not w.is_alive()]  # (polls: exit codes known)
+            for wid in dead:  # as torch: none of their tasks is waited for any more
+                self._stop_asking(wid)
+            if dead:
+                w = self._procs[dead[0]]
+                raise RuntimeError(worker_death(dead[0], w.pid, w.exitcode))
+            if deadline is not None and left <= _POLL_SECONDS:
+                return None
+
+    def _stop_asking(self, wid: int) -> None:
+        self._status[wid] = False
+        self._told_to_stop.add(wid)
+        self._queues[wid].put(None)
+
+    def late(self) -> str:
+        """Which worker holds the late batch, its sample indices and its Python stack,
+        dumped on request."""
+        info = self._tasks.get(self._late) if self._late is not None else None
         if not info:
-            return what
+            return ""
         wid = info[0]
-        indices = self._task_indices.get(self._rcvd_idx)
-        lines = [f"{what}: batch {self._rcvd_idx} (sample indices {indices!r}) is with "
-                 f"worker {wid} (pid {self._workers[wid].pid})."]
+        indices = self._task_indices.get(self._late)
         stack = self._dump_stack(wid)
-        lines.append(f"Its Python stack now:\n{stack}" if stack else "Its stack could not be read.")
-        return "\n".join(lines)
+        return (f": batch {self._late} (sample indices {indices!r}) is with worker {wid} "
+                f"(pid {self._procs[wid].pid}).\n"
+                + (f"Its Python stack now:\n{stack}" if stack else "Its stack could not be read."))
 
     def _dump_stack(self, wid: int) -> str:
         fd = self._stack_fds[wid] if wid < len(self._stack_fds) else -1
-        if fd < 0 or not self._workers[wid].is_alive():
+        if fd < 0 or not self._procs[wid].is_alive():
             return ""
         os.ftruncate(fd, 0)
         os.lseek(fd, 0, os.SEEK_SET)  # the worker writes through the same file offset
-        os.kill(self._workers[wid].pid, STACK_SIGNAL)
+        os.kill(self._procs[wid].pid, STACK_SIGNAL)
         deadline, size = time.monotonic() + 2.0, -1
         while time.monotonic() < deadline:  # until the dump stops growing
             time.sleep(0.05)
@@ -351,82 +442,68 @@ class WorkerIter(LoaderIter, _MultiProcessingDataLoaderIter):
             size = now
         return os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace").strip()
 
-    def _try_get_data(self, timeout: float = MP_STATUS_CHECK_INTERVAL) -> tuple[bool, Any]:
-        # torch checks on its workers every 5 s; a dead worker is reported within
-        # _POLL_SECONDS here, naming its exit code or signal.
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            try:
-                ok, data = super()._try_get_data(max(0.0, min(_POLL_SECONDS, left)))
-            except RuntimeError as torch_says:  # torch's own check of its workers
-                self._raise_if_a_worker_died(torch_says)
-                raise
-            if ok:
-                return ok, data
-            self._raise_if_a_worker_died()
-            if left <= _POLL_SECONDS:
-                return False, None
-
-    def _raise_if_a_worker_died(self, cause: BaseException | None = None) -> None:
-        """Raises naming the first dead worker. With `cause` (torch already reported a
-        death and marked the worker unavailable) every worker counts."""
-        for wid, w in enumerate(self._workers):
-            # torch marks a worker unavailable when its iterable ended (it then exits
-            # normally) and when it reports it dead: only the latter counts here.
-            if wid in self._ended_workers or (cause is None and not self._workers_status[wid]):
-                continue
-            if not w.is_alive():  # polls, so the exit code is known
-                raise RuntimeError(worker_death(wid, w.pid, w.exitcode)) from cause
-
     # --- shutdown -------------------------------------------------------------------
-    def _shutdown_workers(self) -> None:
-        # torch tells the workers to stop through its index queues, then waits up to 5 s
-        # for each. When the iterator dies in a reference cycle (an exception's traceback
-        # is one), the garbage collector has already finalized those queues, the message
-        # never leaves, and each worker costs the full 5 s. Here workers get
-        # _STOP_GRACE_SECONDS in all to exit on their own, then are terminated.
-        # (torch's pin-memory thread, which would have to stop first, never runs here.)
-        for wid in self._idle_workers:  # so that torch tells them to stop too
-            self._workers_status[wid] = True
-        self._idle_workers.clear()
-        if (
-            not self._shutdown
-            and not python_exiting()
-        ):
-            self._workers_done_event.set()
-            for wid, q in enumerate(self._index_queues):
-                if self._workers_status[wid] or self._persistent_workers:
-                    q.put(None)
-            deadline = time.monotonic() + _STOP_GRACE_SECONDS
-            for w in self._workers:
-                w.join(timeout=max(0.0, deadline - time.monotonic()))
-            for w in self._workers:
-                if w.is_alive():
-                    w.terminate()
-        super()._shutdown_workers()
-        if self._shutdown:  # torch really stopped the workers (not an epoch's end)
-            self._join_feeders()
+    def close(self) -> None:
+        """Stops the workers: told to stop, given _STOP_GRACE_SECONDS in all to exit on
+        their own (torch gives each 5 s, and its message may never leave when the
+        iterator dies in a reference cycle, its queues finalized first), then terminated;
+        the queues' feeder threads joined, the rings' memory returned. Idempotent, and
+        done again in full when interrupted (KeyboardInterrupt) part way."""
+        if self._closed:
+            return
+        _live_producers.discard(self)
+        try:
+            if self._procs and not python_exiting():  # at exit, multiprocessing ends them
+                self._stop_workers()
+        finally:
             self._close_ring_fds()
+        self._closed = True
+
+    def _stop_workers(self) -> None:
+        self._stop_event.set()
+        for wid, q in enumerate(self._queues):
+            if wid not in self._told_to_stop:
+                self._told_to_stop.add(wid)
+                q.put(None)
+        deadline = time.monotonic() + _STOP_GRACE_SECONDS
+        for w in self._procs:
+            w.join(timeout=max(0.0, deadline - time.monotonic()))
+        for w in self._procs:
+            if w.is_alive():
+                w.terminate()
+                w.join(timeout=_STOP_GRACE_SECONDS)
+        for q in self._queues:
+            q.close()
+        self._join_feeders()
 
     def _join_feeders(self) -> None:
-        # torch closes the index queues without joining their feeder threads, which then
-        # end (closing their pipe's two fds) whenever they are next scheduled: after the
-        # iterator has gone, on a busy machine. Once closed, with the workers gone, they
-        # end at once, unless one is stuck writing into a pipe no worker reads any more
-        # (torch's reason not to join them): that one is left after the grace.
+        # A closed queue's feeder thread ends (closing its pipe's two fds) once it has
+        # flushed, unless it is stuck writing into a pipe no worker reads any more: that
+        # one is left after the grace (torch joins none of them).
         deadline = time.monotonic() + _STOP_GRACE_SECONDS
-        for q in getattr(self, "_index_queues", []):
+        for q in self._queues:
             feeder = getattr(q, "_thread", None)  # started by the queue's first put()
             if feeder is not None and feeder is not threading.current_thread():
                 feeder.join(timeout=max(0.0, deadline - time.monotonic()))
 
     def _close_ring_fds(self) -> None:
-        fds, self._ring_fds = getattr(self, "_ring_fds", []), []
-        fds += getattr(self, "_stack_fds", [])
-        self._stack_fds = []
+        fds = self._ring_fds + self._stack_fds
+        self._ring_fds, self._stack_fds = [], []
         for fd in fds:
             os.close(fd)
-        for ring in getattr(self, "_rings", {}).values():
+        for ring in self._rings.values():
             ring.release_unheld()  # only batches the user still holds keep their memory
         self._rings = {}
+
+    def forget_in_child(self) -> None:
+        """In a forked child: the parent's workers are not this process's to stop, and
+        its ring fds are closed."""
+        self._closed = True
+        fds = self._ring_fds + self._stack_fds
+        self._ring_fds, self._stack_fds = [], []
+        for fd in fds:
+            os.close(fd)
+
+    def __del__(self) -> None:
+        if hasattr(self, "_closed"):  # (its constructor may have failed before)
+            self.close()

@@ -290,7 +290,7 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
             },
         }
 
-    def _get_iterator(self) -> _iter.LoaderIter:
+    def _get_iterator(self) -> _iter.ProducerIter:
         pending = self._pending_resume
         try:
             iterator = self._make_iterator()
@@ -303,7 +303,7 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
         self._stats_recorder = iterator._recorder = _stats.StatsRecorder(iterator.path)
         return iterator
 
-    def _make_iterator(self) -> _iter.LoaderIter:
+    def _make_iterator(self) -> _iter.ProducerIter:
         # counts (and with memory_budget limits) the iterator's page-locked memory
         budget = _ext.load().MemoryBudget(self.memory_budget or 0)
         plan = self._native_plan()
@@ -317,7 +317,7 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
             return _threads.thread_iter(self, budget)
         if self.num_workers > 0:
             self.check_worker_number_rationality()
-            return _workers.WorkerIter(self, budget)
+            return _workers.process_iter(self, budget)
         return _SingleIter(self, budget)
 
 
@@ -410,8 +410,9 @@ class _FetchProducer:
     def in_flight(self) -> int:
         return int(self._next is not None)
 
-    def submit(self, task: int, index: Any, position: int) -> None:
+    def submit(self, task: int, index: Any, position: int) -> bool:
         self._next = (task, index)
+        return True
 
     def take(self, timeout: float | None) -> _iter.Done:
         assert self._next is not None
@@ -421,7 +422,7 @@ class _FetchProducer:
     def late(self) -> str:
         return ""
 
-    def drop(self) -> None:
+    def drop(self, shared_seed: int | None) -> None:
         self._next = None
 
     def close(self) -> None:
