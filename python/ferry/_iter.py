@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import os
 import time
+import warnings
 from collections.abc import Mapping, MutableMapping, MutableSequence, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -59,9 +60,11 @@ class Done:
     on_device: bool = False  # made on the iterator's device
 
 
-# What a producer's take() returns for a worker whose IterableDataset ran out: the
-# iterator draws (torch sends another index then) and takes again.
+# What a producer's take() may return besides a batch: a worker whose IterableDataset ran
+# out (the iterator draws, as torch sends another index then, and takes again), and no
+# batch left to come (only tasks no worker will answer are in flight).
 WORKER_ENDED: Any = object()
+NONE_LEFT: Any = object()
 
 
 class Producer(Protocol):
@@ -84,8 +87,7 @@ class Producer(Protocol):
 
     def take(self, timeout: float | None) -> Done | None:
         """The next batch (the oldest in order, or the first finished); None when
-        `timeout` passed first; WORKER_ENDED. Raises the batch's own error, and
-        StopIteration when no batch in flight will come."""
+        `timeout` passed first; WORKER_ENDED; NONE_LEFT. Raises the batch's own error."""
 
     def late(self) -> str:
         """Where the batch that timed out is, to follow torch's timeout sentence."""
@@ -98,22 +100,30 @@ class Producer(Protocol):
         """Stops the producer's threads and processes; idempotent."""
 
 
-class _NextWithoutLabel:
-    """torch's next() of its iterators less its profiler label where no profiler records:
-    the label (a record_function) costs ~6 us a batch, a fifth of the native path's main
-    thread. An IterableDataset's batches keep torch's next(), which also warns when they
-    outnumber its len()."""
+def _past_len(it: Any) -> str:
+    """torch's warning for an IterableDataset that yields more than its len() said."""
+    text = (f"Length of IterableDataset {it._dataset} was reported to be "
+            f"{it._IterableDataset_len_called}(when accessing len(dataloader)), but "
+            f"{it._num_yielded} samples have been fetched. ")
+    if it._num_workers > 0:
+        text += ("For multiprocessing data-loading, this could be caused by not properly "
+                 "configuring the IterableDataset replica at each worker. Please see "
+                 "https://pytorch.org/docs/stable/data.html#torch.utils.data.IterableDataset "
+                 "for examples.")
+    return text
+
+
+class _PlainNext:
+    """torch's next() of its iterators, less its profiler label and its warning about an
+    IterableDataset's len() (ProducerIter.__next__ says them, from the user's call)."""
 
     def __next__(self) -> Any:
-        iterable = self._dataset_kind == _DatasetKind.Iterable  # type: ignore[attr-defined]
-        if iterable or _profiler_enabled():
-            return super().__next__()  # type: ignore[misc]
         data = self._next_data()  # type: ignore[attr-defined]
         self._num_yielded += 1  # type: ignore[attr-defined]
         return data
 
 
-class ProducerIter(Resumable, _NextWithoutLabel, _BaseDataLoaderIter):
+class ProducerIter(Resumable, _PlainNext, _BaseDataLoaderIter):
     """What every ferry iterator is: the one iterator over a producer, resumable
     (`Resumable`), measured (`loader.stats()`) and delivering to the device (`device=`).
 
@@ -167,11 +177,19 @@ class ProducerIter(Resumable, _NextWithoutLabel, _BaseDataLoaderIter):
     def __next__(self) -> Any:
         started = time.perf_counter()
         try:
-            data = super().__next__()  # Resumable's: the epoch's bookkeeping
+            if _profiler_enabled():  # torch's label of each next(), ~6 us: only then
+                with torch.autograd.profiler.record_function(self._profile_name):
+                    data = super().__next__()  # Resumable's: the epoch's bookkeeping
+            else:
+                data = super().__next__()
         except StopIteration:
             if self._recorder is not None:
                 self._recorder.epoch_ended()
             raise
+        if (self._dataset_kind == _DatasetKind.Iterable
+                and self._IterableDataset_len_called is not None
+                and self._num_yielded > self._IterableDataset_len_called):
+            warnings.warn(_past_len(self), stacklevel=2)
         if self._copier is not None and not self._on_device:
             moved = time.perf_counter()
             data = self._copier(data)
@@ -213,20 +231,18 @@ class ProducerIter(Resumable, _NextWithoutLabel, _BaseDataLoaderIter):
         while True:
             self._refill()
             try:
-                if producer.in_flight == 0:
-                    raise StopIteration
-                done = producer.take(timeout)
-            except StopIteration:  # no batch is left, or a stream ended (no workers)
-                if not self._persistent_workers:
-                    self._close_producer()
-                raise
-            except Exception:
+                done = producer.take(timeout) if producer.in_flight else NONE_LEFT
+            except Exception:  # the batch's own error (a StopIteration too, as torch's)
                 if self._num_workers > 0:
                     # torch's worker iterator draws the next batch's indices as it takes
                     # one in (or a worker's end), before it raises its error or hands it
                     # over
                     self._refill()
                 raise
+            if done is NONE_LEFT:
+                if not self._persistent_workers:
+                    self._close_producer()
+                raise StopIteration
             if self._num_workers > 0:
                 self._refill()
             if done is not WORKER_ENDED:

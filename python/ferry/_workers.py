@@ -33,7 +33,7 @@ from torch.utils.data import IterDataPipe, MapDataPipe
 
 from . import _ext
 from ._errors import timed_out, worker_death
-from ._iter import WORKER_ENDED, Done, ProducerIter
+from ._iter import NONE_LEFT, WORKER_ENDED, Done, ProducerIter
 from ._resume import has_state, worker_resumes
 from ._ring_collate import EndedWithState, Packed, RingCollate, TensorsFromList
 from ._torch_compat import (
@@ -254,7 +254,7 @@ class ProcessProducer:
                 self._tasks.pop(self._received, None)
                 self._received += 1
             else:
-                raise StopIteration
+                return NONE_LEFT
             task = self._received
             if len(self._tasks[task]) == 2:  # it arrived early
                 wid, data = self._tasks.pop(task)
